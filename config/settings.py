@@ -1,0 +1,241 @@
+"""Service settings: init kwargs > ``IW_*`` env vars > TOML file (``IW_CONFIG_FILE``) > defaults.
+
+Invariants: a bad configuration surfaces only as `ConfigError`, whose message names env vars and
+never contains an input value; secret fields are `SecretStr` and never show in reprs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
+
+ENV_PREFIX = "IW_"
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
+
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Key ids are stored next to ciphertexts, so keep them short and boring.
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_AES_KEY_BYTES = 32
+_SETTINGS_ERROR_FIELD_RE = re.compile(r'field "([A-Za-z0-9_]+)"')
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is safe to print and to log."""
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _decode_aes_key(text: str) -> bytes:
+    """Decode urlsafe base64 strictly (padding optional); raise ValueError unless 32 bytes."""
+    padded = text.strip() + "=" * (-len(text.strip()) % 4)
+    try:
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid urlsafe base64") from None
+    if len(raw) != _AES_KEY_BYTES:
+        raise ValueError(f"must decode to exactly {_AES_KEY_BYTES} bytes, got {len(raw)}")
+    return raw
+
+
+class Settings(BaseSettings):
+    """All runtime configuration of one worker replica."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        hide_input_in_errors=True,
+    )
+
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    db_schema: str = "integration_worker"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    encryption_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # validate_default so the "keys given but no active id" rule runs when the id is omitted.
+    encryption_key_id: str | None = Field(default=None, validate_default=True)
+    replica_id: str = Field(default_factory=_default_replica_id, min_length=1, max_length=200)
+    shard_count: int = Field(default=256, ge=1, le=65536)
+    monitor_enabled: bool = True
+    monitor_host: str = "127.0.0.1"
+    monitor_port: int = Field(default=20101, ge=0, le=65535)  # aiomonitor's telnet port
+    monitor_webui_port: int = Field(default=20102, ge=0, le=65535)  # aiomonitor's defaults
+    monitor_console_port: int = Field(default=20103, ge=0, le=65535)
+    mailbox_capacity: int = Field(default=1000, ge=1)
+    restart_max: int = Field(default=5, ge=0)
+    restart_period_s: float = Field(default=60.0, gt=0)
+    restart_backoff_initial_s: float = Field(default=0.5, ge=0)
+    restart_backoff_max_s: float = Field(default=30.0, ge=0)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    embedded_dir: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Insert the optional TOML file below env vars; dotenv and secret dirs are not used."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if path:
+            sources.append(_toml_source(settings_cls, Path(path)))
+        return tuple(sources)
+
+    @field_validator("db_schema")
+    @classmethod
+    def _check_schema(cls, value: str) -> str:
+        if not _SCHEMA_RE.fullmatch(value):
+            raise ValueError("must be a lowercase SQL identifier matching ^[a-z_][a-z0-9_]{0,62}$")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, secret in value.items():
+            if not _KEY_ID_RE.fullmatch(key_id):
+                raise ValueError("key ids must match [A-Za-z0-9_.-]{1,64}")
+            try:
+                _decode_aes_key(secret.get_secret_value())
+            except ValueError as exc:
+                # Name the key id (not secret) but never the key material.
+                raise ValueError(f"key {key_id!r} {exc}") from None
+        return value
+
+    @field_validator("encryption_key_id")
+    @classmethod
+    def _check_active_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "encryption_keys" not in info.data:
+            return value  # keys already failed validation; that error is the useful one
+        keys: dict[str, SecretStr] = info.data["encryption_keys"]
+        if value is None:
+            if keys:
+                raise ValueError(f"required when {ENV_PREFIX}ENCRYPTION_KEYS is set")
+            return None
+        if value not in keys:
+            raise ValueError(f"{value!r} is not a key of {ENV_PREFIX}ENCRYPTION_KEYS")
+        return value
+
+    @field_validator("restart_backoff_max_s")
+    @classmethod
+    def _check_backoff(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("restart_backoff_initial_s")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= {ENV_PREFIX}RESTART_BACKOFF_INITIAL_S")
+        return value
+
+    def keyring_material(self) -> tuple[str, dict[str, bytes]]:
+        """Return (active key id, decoded 32-byte keys); ConfigError when no key is configured."""
+        if not self.encryption_keys or self.encryption_key_id is None:
+            raise ConfigError(
+                f"invalid configuration: {ENV_PREFIX}ENCRYPTION_KEYS: no encryption key configured"
+            )
+        keys = {k: _decode_aes_key(v.get_secret_value()) for k, v in self.encryption_keys.items()}
+        return self.encryption_key_id, keys
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret string, for registration with the log redactor."""
+        values: list[str] = [v.get_secret_value() for v in self.encryption_keys.values()]
+        for url in (self.database_url, self.redis_url):
+            if url is None:
+                continue
+            text = url.get_secret_value()
+            values.append(text)
+            password = _url_password(text)
+            if password:
+                values.extend(dict.fromkeys((password, unquote(password))))
+        return values
+
+
+def _url_password(url: str) -> str | None:
+    """The raw (still percent-encoded) password of a URL, if any."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return None
+    userinfo, sep, _ = netloc.rpartition("@")
+    if not sep or ":" not in userinfo:
+        return None
+    return userinfo.split(":", 1)[1] or None
+
+
+def _toml_source(settings_cls: type[BaseSettings], path: Path) -> TomlConfigSettingsSource:
+    # pydantic-settings silently skips missing files; an explicitly named one must exist.
+    if not path.is_file():
+        raise ConfigError(f"invalid configuration: {CONFIG_FILE_ENV}: no such file: {path}")
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid configuration: {CONFIG_FILE_ENV}: cannot read {path}: {exc.strerror}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message carries only a position, never file content.
+        raise ConfigError(f"invalid configuration: {CONFIG_FILE_ENV}: {path}: {exc}") from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """Map an error location to the env var name users would set, e.g. ``IW_SHARD_COUNT``."""
+    if not loc:
+        return "settings"
+    head = str(loc[0])
+    if head not in Settings.model_fields:
+        return f"unknown setting {head!r}"
+    name = f"{ENV_PREFIX}{head.upper()}"
+    rest = "".join(f"[{part}]" for part in loc[1:])
+    return name + rest
+
+
+def _describe(error: ValidationError) -> str:
+    """One line listing each bad field; built from loc/msg only, so inputs never leak."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_env_name(tuple(item['loc']))}: {msg}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings` from all sources; any problem becomes a single-line `ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # "from None": the chained ValidationError would print input values in tracebacks.
+        raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        match = _SETTINGS_ERROR_FIELD_RE.search(str(exc))
+        where = _env_name((match.group(1),)) if match else "settings"
+        raise ConfigError(f"invalid configuration: {where}: value is not valid JSON") from None

@@ -1,0 +1,1 @@
+"""Persistence: embedded servers, migrations, encryption, and the account/credential repository."""

@@ -1,0 +1,149 @@
+"""Accounts: one row per connected provider user, assigned to a shard at creation.
+
+Invariants:
+- ``(provider, external_user_id)`` identifies an account; creating it twice returns the first row.
+- An account's shard is ``shard_for(id, shard_count)``, a pure function of its id, computed
+  before the insert; it never changes afterwards.
+- Every status change also sets ``last_error`` and bumps ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, cast, get_args
+from uuid import UUID
+
+import asyncpg
+
+from store.db import Queryable
+
+Provider = Literal["google", "microsoft"]
+Status = Literal["active", "needs_reauth", "quarantined", "disabled"]
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+_COLUMNS = "id, provider, external_user_id, shard, status, last_error, created_at, updated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A row of ``accounts``."""
+
+    id: UUID
+    provider: Provider
+    external_user_id: str
+    shard: int
+    status: Status
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def shard_for(account_id: UUID, shard_count: int) -> int:
+    """The shard of an account: first 8 bytes of sha-256(uuid bytes), big-endian, mod count.
+
+    Hashing (rather than ``account_id.int``) spreads ids evenly whatever the UUID version's
+    fixed bits, and sha-256 is the same in every process, unlike ``hash()``.
+    """
+    if shard_count < 1:
+        raise ValueError(f"shard_count must be >= 1, got {shard_count}")
+    digest = hashlib.sha256(account_id.bytes).digest()
+    return int.from_bytes(digest[:8], "big") % shard_count
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(
+        id=row["id"],
+        provider=cast(Provider, row["provider"]),
+        external_user_id=row["external_user_id"],
+        shard=row["shard"],
+        status=cast(Status, row["status"]),
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _check(kind: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"invalid {kind} {value!r}: expected one of {', '.join(allowed)}")
+
+
+async def create_account(
+    conn: Queryable, *, provider: Provider, external_user_id: str, shard_count: int
+) -> Account:
+    """Insert an account, or return the existing one for ``(provider, external_user_id)``."""
+    _check("provider", provider, PROVIDERS)
+    account_id = uuid.uuid4()
+    row = await conn.fetchrow(
+        f"INSERT INTO accounts (id, provider, external_user_id, shard) VALUES ($1, $2, $3, $4)"
+        f" ON CONFLICT (provider, external_user_id) DO NOTHING RETURNING {_COLUMNS}",
+        account_id,
+        provider,
+        external_user_id,
+        shard_for(account_id, shard_count),
+    )
+    if row is None:
+        # ON CONFLICT waited for any concurrent inserter to commit, so the row is visible now.
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM accounts WHERE provider = $1 AND external_user_id = $2",
+            provider,
+            external_user_id,
+        )
+        if row is None:
+            raise LookupError(f"{provider} account {external_user_id!r} was deleted concurrently")
+    return _account(row)
+
+
+async def get_account(conn: Queryable, account_id: UUID) -> Account | None:
+    """The account with this id, or None."""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)
+    return None if row is None else _account(row)
+
+
+async def list_accounts(
+    conn: Queryable,
+    *,
+    shards: Sequence[int] | None = None,
+    statuses: Sequence[Status] | None = None,
+) -> list[Account]:
+    """Accounts filtered by shard and/or status (None means any), oldest first."""
+    conditions: list[str] = []
+    args: list[object] = []
+    if shards is not None:
+        args.append(list(shards))
+        conditions.append(f"shard = ANY(${len(args)}::int[])")
+    if statuses is not None:
+        for status in statuses:
+            _check("status", status, STATUSES)
+        args.append(list(statuses))
+        conditions.append(f"status = ANY(${len(args)}::text[])")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM accounts{where} ORDER BY created_at, id", *args
+    )
+    return [_account(r) for r in rows]
+
+
+async def set_status(
+    conn: Queryable, account_id: UUID, status: Status, *, last_error: str | None
+) -> Account | None:
+    """Set status and last_error; return the updated account, or None if it does not exist."""
+    _check("status", status, STATUSES)
+    row = await conn.fetchrow(
+        f"UPDATE accounts SET status = $2, last_error = $3, updated_at = now()"
+        f" WHERE id = $1 RETURNING {_COLUMNS}",
+        account_id,
+        status,
+        last_error,
+    )
+    return None if row is None else _account(row)
+
+
+async def mark_quarantined(conn: Queryable, account_id: UUID, last_error: str) -> Account | None:
+    """Quarantine an account (stop syncing it) with the reason."""
+    return await set_status(conn, account_id, "quarantined", last_error=last_error)

@@ -1,0 +1,122 @@
+"""The ``integration-worker`` command: migrate, supervise, demo, rotate-keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from config.logs import configure_logging, register_secrets
+from config.settings import ConfigError, Settings, load_settings
+from store.credentials import rotate_keys
+from store.crypto import Keyring
+from store.db import create_pool
+from store.migrate import migrate
+from supervisor.demo import run_demo
+from supervisor.replica import open_replica
+from supervisor.services import open_services
+
+log = structlog.get_logger("supervisor.cli")
+
+
+async def _until_signalled(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` until it returns or SIGINT/SIGTERM arrives, then unwind cleanly."""
+    async with anyio.create_task_group() as group:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("stopping", signal=signal.Signals(signum).name)
+                    group.cancel_scope.cancel()
+                    return
+
+        group.start_soon(watch_signals, name="signals")
+        await main()
+        group.cancel_scope.cancel()
+
+
+async def _migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    async with open_services(settings) as urls:
+        applied = await migrate(urls.database_url, settings.db_schema)
+    print(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
+    async with open_services(settings) as urls, open_replica(settings, urls) as replica:
+        log.info("replica running", replica=settings.replica_id)
+        # Account actors are added by the account-actor issue; until then the replica serves
+        # its runtime and monitor only.
+        del replica
+        await anyio.sleep_forever()
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as urls, open_replica(settings, urls) as replica:
+        await run_demo(
+            replica,
+            accounts=args.accounts,
+            duration_s=args.duration,
+            sync_every_s=args.sync_every,
+            fault_rate=args.fault_rate,
+        )
+
+
+async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
+    active, keys = settings.keyring_material()
+    async with open_services(settings) as urls:
+        pool = await create_pool(urls.database_url, settings.db_schema)
+        try:
+            count = await rotate_keys(pool, Keyring(active, keys), batch_size=args.batch_size)
+        finally:
+            await pool.close()
+    print(f"re-encrypted {count} credential rows under key {active!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="integration-worker",
+        description="Keeps users' external calendars in two-way sync with PostgreSQL.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+    commands.add_parser("supervise", help="run one replica").set_defaults(run=_supervise)
+    demo = commands.add_parser("demo", help="a replica with sample accounts and a live status")
+    demo.add_argument("--accounts", type=int, default=300, help="sample accounts to create")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many s")
+    demo.add_argument("--sync-every", type=float, default=5.0, help="mean seconds between syncs")
+    demo.add_argument("--fault-rate", type=float, default=0.01, help="share of syncs that fail")
+    # The demo's screen is its status line: only errors (quarantines) are logged there.
+    demo.set_defaults(run=_demo, log_format="console", log_level="ERROR")
+    rotate = commands.add_parser("rotate-keys", help="re-encrypt credentials under the active key")
+    rotate.add_argument("--batch-size", type=int, default=500)
+    rotate.set_defaults(run=_rotate_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for name in ("log_format", "log_level"):
+        if getattr(args, name, None) and f"IW_{name.upper()}" not in os.environ:
+            overrides[name] = getattr(args, name)
+    try:
+        settings = load_settings(**overrides)
+        configure_logging(settings.log_level, settings.log_format)
+        logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
+        register_secrets(settings.secret_values())
+        anyio.run(_until_signalled, lambda: args.run(settings, args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
