@@ -29,9 +29,8 @@ from typing import Any, Self, TypeVar
 import structlog
 
 from actors.actor import Actor
-from actors.cell import INF, ActorCell, ActorState
+from actors.cell import ActorCell, ActorState
 from actors.circuit import Circuit, CircuitPolicy
-from actors.deadlines import DeadlineHeap
 from actors.errors import (
     ActorUnavailable,
     ChildStartError,
@@ -40,7 +39,9 @@ from actors.errors import (
 )
 from actors.policy import OnExhausted, RestartBudget, RestartPolicy
 from actors.registry import Registry
+from actors.restart_gate import RestartGate
 from actors.spec import ChildSpec
+from actors.wakeups import WakeupScheduler
 from config.logs import log_context
 
 M = TypeVar("M")
@@ -93,18 +94,15 @@ class Supervisor:
             raise ValueError("mailbox_capacity must be >= 1")
         self.name = name
         self.policy = policy or RestartPolicy()
-        self.circuit = Circuit(circuit or CircuitPolicy())
+        self.circuit_policy = circuit or CircuitPolicy()
         self.mailbox_capacity = mailbox_capacity
         self.shutdown_timeout_s = shutdown_timeout_s
         self.registry = Registry()
         self._on_quarantine = on_quarantine
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._held: dict[ActorCell[Any], None] = {}  # ordered set of children the circuit holds
-        self._circuit_timer: asyncio.TimerHandle | None = None
-        self._wakeups: DeadlineHeap[ActorCell[Any]] = DeadlineHeap()
-        self._wakeup_timer: asyncio.TimerHandle | None = None
-        self._wakeup_timer_at = INF
+        self._wakeups: WakeupScheduler | None = None
+        self._restart_gate: RestartGate | None = None
         self._escalation: SupervisorEscalation | None = None
         self._closing = False
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -113,8 +111,10 @@ class Supervisor:
     # -- lifetime ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._loop = asyncio.get_running_loop()
-        self._closed = self._loop.create_future()
+        loop = self._loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        self._wakeups = WakeupScheduler(loop)
+        self._restart_gate = RestartGate(loop, self.circuit_policy, self._rng, self.name)
         return self
 
     async def __aexit__(
@@ -226,9 +226,7 @@ class Supervisor:
             raise asyncio.CancelledError
 
     async def _shutdown(self) -> None:
-        for timer in (self._circuit_timer, self._wakeup_timer):
-            if timer is not None:
-                timer.cancel()
+        self._gate().close()
         await self._stop_cells(self.registry.reversed(), self.shutdown_timeout_s)
         for cell in self.registry.reversed():
             self.registry.remove(cell)
@@ -316,7 +314,6 @@ class Supervisor:
                     await actor.on_stop()
                 except asyncio.CancelledError as exc:
                     if task.cancelling():
-                        self._finish(cell, ActorState.STOPPED)
                         raise
                     crash = exc  # raised inside actor code, not a cancellation of this child
                 except Exception as exc:
@@ -341,12 +338,13 @@ class Supervisor:
                         finally:
                             cell.waiter = None
                 finally:
-                    self._held.pop(cell, None)
+                    self._gate().forget(cell)
                 if cell.stop_requested:
                     self._finish(cell, ActorState.STOPPED)
                     return
                 cell.restarts += 1
         except asyncio.CancelledError:
+            self._cancelled(cell)
             raise
         except BaseException as exc:  # a bug in this module: never let it pass silently
             log.critical("supervision loop failed", actor=cell.id, exc_info=exc)
@@ -358,11 +356,7 @@ class Supervisor:
         if batch is not None:
             cell.start_batch = None
             batch.settle(cell.id, None)
-        if cell.probe:
-            cell.probe = False
-            if self.circuit.probe_succeeded():
-                log.info("restart circuit closed", supervisor=self.name, held=len(self._held))
-                self._release_held()
+        self._gate().started(cell)
 
     def _record_crash(self, cell: ActorCell[Any], crash: BaseException) -> None:
         cell.last_error = f"{type(crash).__name__}: {crash}"[:500]
@@ -383,10 +377,9 @@ class Supervisor:
         if self._closing or not self.policy.should_restart(cell.spec.restart, crashed=crashed):
             self._finish(cell, ActorState.STOPPED, forget=True)
             return False
-        if crashed and self._circuit_holds(cell, now):
+        if crashed and self._gate().hold_after_crash(cell, now, len(self.registry)):
             cell.state = ActorState.HELD
             cell.clear_deadlines()
-            self._held[cell] = None
             return True
         budget = cell.budget
         if budget is None:
@@ -403,22 +396,6 @@ class Supervisor:
         cell.clear_deadlines()
         cell.set_wake_at(now + self.policy.backoff_s(attempt, self._rng))
         return True
-
-    def _circuit_holds(self, cell: ActorCell[Any], now: float) -> bool:
-        circuit = self.circuit
-        if cell.probe:
-            cell.probe = False
-            circuit.probe_failed(now)
-            self._arm_circuit_timer()
-            return True
-        if circuit.record_failure(now, len(self.registry)):
-            log.warning(
-                "restart circuit opened: many actors failing together; pausing restarts",
-                supervisor=self.name,
-                cooldown_s=circuit.cooldown_s,
-            )
-            self._arm_circuit_timer()
-        return circuit.holding
 
     async def _quarantined(self, cell: ActorCell[Any]) -> None:
         reason = cell.last_error or "exited too often"
@@ -445,6 +422,15 @@ class Supervisor:
                 self._shutdown(), name=f"{self.name}.shutdown"
             )
 
+    def _cancelled(self, cell: ActorCell[Any]) -> None:
+        """The child's task was cancelled: by us when stopping it, or by someone else."""
+        if not cell.stop_requested:
+            # Someone outside the supervisor (an operator's cancel, a stray task.cancel()) ended
+            # the child; it honours that, parks as stopped and says so.
+            cell.last_error = "task cancelled from outside its supervisor"
+            log.warning("actor task cancelled from outside its supervisor", actor=cell.id)
+        self._finish(cell, ActorState.STOPPED)
+
     def _finish(self, cell: ActorCell[Any], state: ActorState, *, forget: bool = False) -> None:
         cell.state = state
         cell.mailbox = None
@@ -452,81 +438,23 @@ class Supervisor:
         if forget:
             self.registry.remove(cell)
 
-    # -- wake-ups: one heap and one loop timer for every child's deadlines and backoff ----------
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def circuit(self) -> Circuit:
+        """The restart circuit (read-only use: tests, metrics, the monitor)."""
+        return self._gate().circuit
 
     def schedule_wake(self, cell: ActorCell[Any], at: float) -> None:
-        """Wake ``cell`` at loop time ``at`` (called by the cell when it wants an earlier wake)."""
-        self._wakeups.push(at, cell)
-        if at < self._wakeup_timer_at:
-            self._arm_wakeup_timer(at)
+        """Wake ``cell`` at loop time ``at`` (the cell calls this for an earlier wake)."""
+        if self._wakeups is None:
+            raise RuntimeError(f"{self.name} is used outside 'async with'")
+        self._wakeups.schedule(cell, at)
 
-    def _arm_wakeup_timer(self, at: float) -> None:
-        if self._wakeup_timer is not None:
-            self._wakeup_timer.cancel()
-        self._wakeup_timer_at = at
-        self._wakeup_timer = self._running_loop().call_at(at, self._on_wakeup_timer)
-
-    def _on_wakeup_timer(self) -> None:
-        self._wakeup_timer = None
-        self._wakeup_timer_at = INF
-        now = self._running_loop().time()
-        for at, cell in self._wakeups.pop_due(now):
-            if cell.scheduled_at != at:
-                continue  # superseded by an earlier entry, already served
-            cell.scheduled_at = INF
-            if cell.wake_at <= now:
-                cell.wake()
-            elif cell.wake_at != INF:
-                cell.set_wake_at(cell.wake_at)  # moved later since: schedule the new time
-        earliest = self._wakeups.earliest()
-        if earliest is not None and not self._closing:
-            self._arm_wakeup_timer(earliest)
-
-    # -- the restart circuit -----------------------------------------------------------------
-
-    def _arm_circuit_timer(self) -> None:
-        if self._circuit_timer is not None:
-            self._circuit_timer.cancel()
-        self._circuit_timer = self._running_loop().call_at(
-            self.circuit.half_open_at, self._on_circuit_timer
-        )
-
-    def _on_circuit_timer(self) -> None:
-        self._circuit_timer = None
-        loop = self._running_loop()
-        if self._closing or not self.circuit.half_open(loop.time()):
-            return
-        if not self._held:
-            self.circuit.probe_succeeded()
-            return
-        for cell in list(self._held)[: self.circuit.policy.probes]:
-            cell.probe = True
-            cell.set_wake_at(loop.time())
-            cell.wake()
-        # A probe that neither starts nor fails in time counts as failed.
-        self._circuit_timer = loop.call_at(
-            loop.time() + self.circuit.cooldown_s, self._on_probe_timeout
-        )
-
-    def _on_probe_timeout(self) -> None:
-        self._circuit_timer = None
-        if self._closing or not self.circuit.holding:
-            return
-        loop = self._running_loop()
-        self.circuit.probe_failed(loop.time())
-        self._arm_circuit_timer()
-
-    def _release_held(self) -> None:
-        if self._circuit_timer is not None:
-            self._circuit_timer.cancel()
-            self._circuit_timer = None
-        loop = self._running_loop()
-        spread = self.circuit.policy.release_spread_s
-        now = loop.time()
-        for cell in self._held:
-            cell.set_wake_at(now + self._rng.uniform(0, spread))
-
-    # -- helpers ---------------------------------------------------------------------------------
+    def _gate(self) -> RestartGate:
+        if self._restart_gate is None:
+            raise RuntimeError(f"{self.name} is used outside 'async with'")
+        return self._restart_gate
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

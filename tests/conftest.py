@@ -7,6 +7,8 @@ function-scoped and runs on the test's own loop.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -14,8 +16,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+import structlog
 from redis.asyncio import Redis
 
+from config.logs import configure_logging
 from store.crypto import Keyring, generate_key
 from store.db import DEFAULT_SCHEMA, PgPool, create_pool, dsn_with_database, quote_ident
 from store.embedded import Services, embedded_services
@@ -126,3 +130,16 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
 def keyring() -> Keyring:
     """Two random keys; "k1" is active, "k0" only decrypts."""
     return Keyring("k1", {"k0": generate_key(), "k1": generate_key()})
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """JSON logging into a StringIO; restores global logging state afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    out = io.StringIO()
+    configure_logging("DEBUG", "json", stream=out)
+    yield out
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    structlog.reset_defaults()

@@ -44,17 +44,10 @@ ACCOUNT_ID = "acct-7f3e2a"
 
 
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    """JSON logging into a StringIO; restores global logging state afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    out = io.StringIO()
-    configure_logging("DEBUG", "json", stream=out)
+def stream(json_logs: io.StringIO) -> Iterator[io.StringIO]:
+    """JSON logging into a StringIO with one opaque secret registered."""
     register_secret(OPAQUE)
-    yield out
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    yield json_logs
     clear_registered_secrets()
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
+import structlog
 
 from actors.actor import Actor
 from actors.cell import ActorCell, ActorState
@@ -61,6 +64,8 @@ class Probe(Actor[str]):
             raise ConnectionError("storage unreachable")
         if message == "stray-cancel":
             raise asyncio.CancelledError
+        if message == "log":
+            structlog.get_logger("tests.probe").info("handled", note="from inside the actor")
         if message == "block":
             await self.world.gate.wait()
         if message == "exit":
@@ -363,8 +368,14 @@ async def test_stray_cancelled_error_is_a_crash_but_task_cancel_ends_the_child()
         cell.task.cancel()
         await settle()
         assert cell.task.done() and state(cell) is ActorState.STOPPED
+        assert cell.last_error == "task cancelled from outside its supervisor"
         await asyncio.sleep(60)
         assert world.starts["a"] == 2  # an outside cancellation is not restarted
+
+        other = await sup.start_child("b", spec(world))
+        await sup.stop_child("b")  # the supervisor's own stop is told apart: no error
+        assert state(other) is ActorState.STOPPED and other.last_error is None
+        assert world.stops[-1] == "b"
 
 
 async def test_deadlines_fire_on_time_without_a_task_each() -> None:
@@ -402,3 +413,20 @@ async def test_rearmed_and_cancelled_deadlines() -> None:
         ]
         snapshot = sup.registry.snapshot("a", now())
         assert snapshot is not None and snapshot.deadlines == ()
+
+
+async def test_each_actor_logs_with_its_own_context(json_logs: io.StringIO) -> None:
+    world = World()
+    async with supervisor() as sup:
+        await sup.start_children(["a", "b"], spec(world, kind="account"))
+        sup.send_nowait("a", "log")
+        sup.send_nowait("b", "crash")
+        await asyncio.sleep(10)
+    lines = [orjson.loads(line) for line in json_logs.getvalue().splitlines()]
+    handled = [r for r in lines if r.get("event") == "handled"]
+    assert [(r["actor"], r["kind"], r["note"]) for r in handled] == [
+        ("a", "account", "from inside the actor")
+    ]
+    (crashed,) = [r for r in lines if r.get("event") == "actor crashed"]
+    assert crashed["actor"] == "b" and crashed["level"] == "warning"
+    assert "boom in b" in orjson.dumps(crashed).decode()

@@ -1,0 +1,250 @@
+"""The ``integration-worker`` command as a user runs it: real processes, real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+import telnetlib3
+
+from store.accounts import create_account, list_accounts
+from store.credentials import Credentials, load_credentials, store_credentials
+from store.crypto import Keyring, generate_key
+from store.db import PgPool
+from store.embedded import Services
+from tests.conftest import SCHEMA, create_database, drop_database
+
+EXE = os.path.join(os.path.dirname(sys.executable), "integration-worker")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+FAST_RESTARTS = {
+    "IW_RESTART_BACKOFF_INITIAL_S": "0.01",
+    "IW_RESTART_BACKOFF_MAX_S": "0.05",
+    "IW_RESTART_MAX": "2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IW_")}
+    env.update(
+        IW_DATABASE_URL=database_url,
+        IW_REDIS_URL=redis_url,
+        IW_MONITOR_ENABLED="false",
+        IW_LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+async def run_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        EXE,
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def empty_database(services: Services) -> AsyncIterator[str]:
+    name = f"iw_empty_{secrets.token_hex(4)}"
+    dsn = await create_database(services.database_url, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database(services.database_url, name)
+
+
+async def test_migrate_creates_the_schema_once(services: Services) -> None:
+    async with empty_database(services) as dsn:
+        env = cli_env(dsn, services.redis_url)
+        code, out, err = await run_cli(env, "migrate")
+        assert code == 0, err
+        assert out.strip() == "applied migrations: [1]"
+        code, out, _ = await run_cli(env, "migrate")
+        assert code == 0 and out.strip() == "database is up to date"
+        conn = await asyncpg.connect(dsn)
+        try:
+            tables = await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+                SCHEMA,
+            )
+        finally:
+            await conn.close()
+        assert {"accounts", "credentials", "schema_migrations"} <= {r[0] for r in tables}
+
+
+async def test_invalid_configuration_fails_with_one_readable_line(services: Services) -> None:
+    env = cli_env(services.database_url, services.redis_url, IW_SHARD_COUNT="zero")
+    code, out, err = await run_cli(env, "migrate")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "invalid configuration: IW_SHARD_COUNT: Input should be a valid integer,"
+        " unable to parse string as an integer"
+    ]
+
+
+async def test_rotate_keys_reencrypts_under_the_new_key(
+    pool: PgPool, database_url: str, services: Services
+) -> None:
+    old, new = generate_key(), generate_key()
+    before = Keyring("old", {"old": old})
+    for i in range(3):
+        account = await create_account(
+            pool, provider="google", external_user_id=f"u{i}", shard_count=8
+        )
+        await store_credentials(pool, before, account.id, Credentials(account.id, f"1//rt-{i}"))
+    keys = {
+        name: base64.urlsafe_b64encode(key).decode() for name, key in [("old", old), ("new", new)]
+    }
+    env = cli_env(
+        database_url,
+        services.redis_url,
+        IW_ENCRYPTION_KEYS=orjson.dumps(keys).decode(),
+        IW_ENCRYPTION_KEY_ID="new",
+    )
+    code, out, err = await run_cli(env, "rotate-keys")
+    assert code == 0, err
+    assert out.strip() == "re-encrypted 3 credential rows under key 'new'"
+    assert {r[0] for r in await pool.fetch("SELECT key_id FROM credentials")} == {"new"}
+    after = Keyring("new", {"new": new})  # the old key is no longer needed
+    tokens = [
+        creds.refresh_token
+        for account in await list_accounts(pool)
+        if (creds := await load_credentials(pool, after, account.id)) is not None
+    ]
+    assert sorted(tokens) == ["1//rt-0", "1//rt-1", "1//rt-2"]
+
+
+async def test_demo_syncs_restarts_and_quarantines_the_poisoned_account(
+    pool: PgPool, database_url: str, services: Services
+) -> None:
+    env = cli_env(database_url, services.redis_url, **FAST_RESTARTS)
+    code, out, err = await run_cli(
+        env, "demo", "--accounts", "12", "--duration", "4", "--sync-every", "0.2"
+    )
+    assert code == 0, err
+    status = [line for line in out.splitlines() if " actors (" in line]
+    assert len(status) >= 3
+    assert status[-1].startswith("12 actors (")
+    assert "quarantined 1" in status[-1] and "quarantined in db 1" in status[-1]
+    last_syncs = int(re.search(r"syncs (\d+)", status[-1]).group(1))  # type: ignore[union-attr]
+    assert last_syncs > 50
+    rows = await pool.fetch("SELECT external_user_id, status, last_error FROM accounts")
+    quarantined = [r for r in rows if r["status"] == "quarantined"]
+    assert [r["external_user_id"] for r in quarantined] == ["poisoned-7"]
+    assert "cannot parse" in quarantined[0]["last_error"]
+
+
+async def read_until(stream: asyncio.StreamReader, pattern: str) -> str:
+    seen = ""
+    async with asyncio.timeout(30):
+        while pattern not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"stream ended before {pattern!r}; got {seen!r}")
+            seen += line.decode()
+    return seen
+
+
+async def read_prompt(reader: telnetlib3.TelnetReaderUnicode, after_newline: bool) -> str:
+    """Read until the monitor's prompt (the next one after the echoed command line)."""
+    out = ""
+    async with asyncio.timeout(10):
+        while True:
+            out += ANSI.sub("", await reader.read(65536))
+            tail = out.split("\n", 1)[1] if after_newline and "\n" in out else out
+            if "monitor >>>" in tail and not (after_newline and "\n" not in out):
+                return out
+
+
+async def monitor_command(
+    reader: telnetlib3.TelnetReaderUnicode, writer: telnetlib3.TelnetWriterUnicode, command: str
+) -> str:
+    """Type one command at the monitor's prompt and return what it printed."""
+    writer.write(command + "\r")
+    return await read_prompt(reader, after_newline=True)
+
+
+async def test_monitor_on_a_live_replica_then_clean_stop_on_sigint(
+    database_url: str, services: Services
+) -> None:
+    port = free_port()
+    env = cli_env(
+        database_url,
+        services.redis_url,
+        IW_MONITOR_ENABLED="true",
+        IW_MONITOR_PORT=str(port),
+        IW_MONITOR_WEBUI_PORT=str(free_port()),
+        IW_MONITOR_CONSOLE_PORT=str(free_port()),
+        **FAST_RESTARTS,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        EXE,
+        "demo",
+        "--accounts",
+        "10",
+        "--sync-every",
+        "0.2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        await read_until(proc.stdout, "quarantined in db 1")
+        reader, writer = await telnetlib3.open_connection(
+            "127.0.0.1", port, cols=220, rows=60, connect_minwait=0.2
+        )
+        assert isinstance(reader, telnetlib3.TelnetReaderUnicode)
+        assert isinstance(writer, telnetlib3.TelnetWriterUnicode)
+        try:
+            banner = await read_prompt(reader, after_newline=False)
+            assert "Asyncio Monitor" in banner
+            table = await monitor_command(reader, writer, "actors")
+            assert "10 actors (" in table
+            assert re.search(r"^ID\s+KIND\s+STATE\s+STATUS\s+MAILBOX\s+RESTARTS", table, re.M)
+            assert len(re.findall(r"^[0-9a-f-]{36}\s+account\s", table, re.M)) == 10
+
+            parked = await monitor_command(reader, writer, "actors --state quarantined")
+            (poisoned,) = re.findall(r"^([0-9a-f-]{36})\s+account\s+quarantined", parked, re.M)
+            assert uuid.UUID(poisoned)
+
+            detail = await monitor_command(reader, writer, f"actor {poisoned}")
+            assert f"task:          actor[{poisoned}]" in detail
+            assert "state:         quarantined" in detail
+            assert "ValueError: provider returned a page this client cannot parse" in detail
+            assert "last traceback:" in detail
+
+            missing = await monitor_command(reader, writer, "actor nobody")
+            assert "no actor 'nobody'" in missing
+        finally:
+            writer.close()
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
