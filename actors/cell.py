@@ -61,10 +61,9 @@ class ActorState(enum.Enum):
     STOPPED = "stopped"  # exited and will not be restarted
 
 
-# States in which the cell accepts messages: a restarting child gets them on its next start.
-_ACCEPTING = frozenset(
-    {ActorState.STARTING, ActorState.IDLE, ActorState.BUSY, ActorState.BACKOFF, ActorState.HELD}
-)
+# States in which the cell takes no messages; a restarting child gets them on its next start.
+# Compared by identity: Enum.__hash__ is Python code, too slow for the send path.
+_CLOSED = (ActorState.QUARANTINED, ActorState.STOPPING, ActorState.STOPPED)
 
 
 class ActorCell(Generic[M]):
@@ -134,15 +133,18 @@ class ActorCell(Generic[M]):
 
     def send_nowait(self, message: M) -> None:
         """Append ``message`` to the mailbox; raises MailboxFull or ActorUnavailable."""
-        if self.state not in _ACCEPTING or self.stop_requested:
-            raise ActorUnavailable(f"actor {self.id} is {self.state.value}")
+        state = self.state
+        if state is _CLOSED[0] or state is _CLOSED[1] or state is _CLOSED[2] or self.stop_requested:
+            raise ActorUnavailable(f"actor {self.id} is {state.value}")
         mailbox = self.mailbox
         if mailbox is None:
             mailbox = self.mailbox = deque()
         elif len(mailbox) >= self.host.mailbox_capacity:
             raise MailboxFull(f"mailbox of actor {self.id} holds {len(mailbox)} messages")
         mailbox.append(message)
-        self.wake()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def mailbox_depth(self) -> int:

@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import anyio
 import structlog
 
 from actors.actor import Actor
-from actors.cell import ActorCell, ActorState
+from actors.cell import INF, ActorCell, ActorState
 from actors.circuit import Circuit, CircuitPolicy
 from actors.errors import (
     ActorUnavailable,
@@ -202,7 +203,11 @@ class Supervisor:
         if cell is None or cell.state is not ActorState.QUARANTINED:
             raise ActorUnavailable(f"actor {child_id} is not quarantined")
         self.registry.remove(cell)
-        return await self.start_child(child_id, cell.spec)
+        try:
+            return await self.start_child(child_id, cell.spec)
+        except ChildStartError:
+            self.registry.add(cell)  # still quarantined, still visible
+            raise
 
     # -- shutdown ----------------------------------------------------------------------------------
 
@@ -218,7 +223,10 @@ class Supervisor:
         cancelled = False
         while not task.done():
             try:
-                await asyncio.shield(task)
+                # Shielded from an owner's anyio cancel scope too, which would otherwise
+                # re-deliver its cancellation at every await.
+                with anyio.CancelScope(shield=True):
+                    await asyncio.shield(task)
             except asyncio.CancelledError:
                 # Leaving now would orphan children; the shutdown is bounded by its timeouts.
                 cancelled = True
@@ -283,7 +291,8 @@ class Supervisor:
                     self._started(cell)
                     burst = 0
                     while not (cell.stop_requested or cell.exit_requested):
-                        if cell.wake_at <= loop.time():
+                        wake_at = cell.wake_at
+                        if wake_at != INF and wake_at <= loop.time():
                             name = cell.pop_due_deadline(loop.time())
                             if name is not None:
                                 cell.state = ActorState.BUSY

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from config.logs import register_secret
+from config.redact import register_secret
 from store.crypto import Keyring
 from store.db import PgPool, Queryable
 

@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import structlog
 
-from config.logs import configure_logging, register_secrets
+from config.logs import configure_logging
+from config.redact import register_secrets
 from config.settings import ConfigError, Settings, load_settings
 from store.credentials import rotate_keys
 from store.crypto import Keyring
@@ -49,11 +50,10 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
-    async with open_services(settings) as urls, open_replica(settings, urls) as replica:
+    async with open_services(settings) as urls, open_replica(settings, urls):
         log.info("replica running", replica=settings.replica_id)
         # Account actors are added by the account-actor issue; until then the replica serves
         # its runtime and monitor only.
-        del replica
         await anyio.sleep_forever()
 
 

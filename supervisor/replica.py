@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 import asyncpg
 import redis.asyncio as aioredis
 import structlog
@@ -92,9 +93,11 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
             try:
                 yield Replica(settings, pool, redis, supervisor, monitor)
             finally:
-                await supervisor.shutdown()
+                with anyio.CancelScope(shield=True):  # a stop request must not cut teardown
+                    await supervisor.shutdown()
                 if monitor is not None:
                     monitor.close()
     finally:
-        await redis.aclose()
-        await pool.close()
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+            await pool.close()

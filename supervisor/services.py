@@ -48,4 +48,5 @@ async def open_services(settings: Settings) -> AsyncIterator[ServiceUrls]:
                 db or services.database_url, redis or services.redis_url, embedded=True
             )
         finally:
-            await anyio.to_thread.run_sync(stack.close)
+            with anyio.CancelScope(shield=True):  # stop the servers even when cancelled
+                await anyio.to_thread.run_sync(stack.close)

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import pytest
 
-from config.logs import redact_text
+from config.redact import redact_text
 from store.accounts import create_account
 from store.credentials import Credentials, load_credentials, rotate_keys, store_credentials
 from store.crypto import DecryptionError, Keyring, generate_key

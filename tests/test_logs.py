@@ -14,13 +14,11 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from config.logs import (
+from config.logs import bind_log_context, configure_logging, log_context
+from config.redact import (
     REDACTED,
-    bind_log_context,
     clear_registered_secrets,
-    configure_logging,
     is_secret_key,
-    log_context,
     redact_event,
     redact_text,
     redact_value,
