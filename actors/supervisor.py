@@ -413,7 +413,7 @@ class Supervisor:
             actor=cell.id,
             kind=cell.spec.kind,
             reason=reason,
-            traceback=cell.last_traceback,
+            exception=cell.last_traceback,  # rendered like a logged exception
         )
         if self._on_quarantine is not None:
             try:

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TextIO, cast
 
 import anyio
 import structlog
@@ -100,6 +100,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BelowStatusLine:
+    """stderr for a terminal showing the demo's status line: each log record clears it first."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write("\r\x1b[2K" + text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+def _log_stream(args: argparse.Namespace) -> TextIO:
+    if args.command == "demo" and sys.stdout.isatty() and sys.stderr.isatty():
+        return cast(TextIO, _BelowStatusLine(sys.stderr))
+    return sys.stderr
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
@@ -109,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             overrides[name] = getattr(args, name)
     try:
         settings = load_settings(**overrides)
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, stream=_log_stream(args))
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
         register_secrets(settings.secret_values())
         anyio.run(_until_signalled, lambda: args.run(settings, args))

@@ -126,18 +126,20 @@ async def run_demo(
     started = time.monotonic()
     last_syncs = 0
     interactive = out.isatty()
-    while duration_s is None or time.monotonic() - started < duration_s:
-        await anyio.sleep(1.0)
-        stats = supervisor.registry.statistics()
-        quarantined = await pool.fetchval(
-            "SELECT count(*) FROM accounts WHERE status = 'quarantined'"
-        )
-        line = (
-            f"{summary_line(stats)}; syncs {world.syncs} (+{world.syncs - last_syncs}/s);"
-            f" quarantined in db {quarantined}"
-        )
-        last_syncs = world.syncs
-        out.write(f"\r\x1b[2K{line}" if interactive else f"{line}\n")
-        out.flush()
-    if interactive:
-        out.write("\n")
+    try:
+        while duration_s is None or time.monotonic() - started < duration_s:
+            await anyio.sleep(1.0)
+            stats = supervisor.registry.statistics()
+            quarantined = await pool.fetchval(
+                "SELECT count(*) FROM accounts WHERE status = 'quarantined'"
+            )
+            line = (
+                f"{summary_line(stats)}; syncs {world.syncs} (+{world.syncs - last_syncs}/s);"
+                f" quarantined in db {quarantined}"
+            )
+            last_syncs = world.syncs
+            out.write(f"\r\x1b[2K{line}" if interactive else f"{line}\n")
+            out.flush()
+    finally:
+        if interactive:
+            out.write("\n")  # leave the last status line standing
