@@ -142,7 +142,7 @@ class ActorCell(Generic[M]):
         elif len(mailbox) >= self.host.mailbox_capacity:
             raise MailboxFull(f"mailbox of actor {self.id} holds {len(mailbox)} messages")
         mailbox.append(message)
-        waiter = self.waiter
+        waiter = self.waiter  # wake(), inlined: this is the hot path of every send
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -151,16 +151,6 @@ class ActorCell(Generic[M]):
         """Messages waiting to be handled."""
         mailbox = self.mailbox
         return 0 if mailbox is None else len(mailbox)
-
-    def pop_message_nowait(self) -> tuple[bool, M | None]:
-        """Take the oldest message: (True, message), or (False, None) when empty."""
-        mailbox = self.mailbox
-        if not mailbox:
-            return False, None
-        message = mailbox.popleft()
-        if not mailbox:
-            self.mailbox = None  # an idle actor keeps no deque
-        return True, message
 
     # -- deadlines ---------------------------------------------------------------------------
 

@@ -106,6 +106,17 @@ async def database_url(services: Services, template_database: str) -> AsyncItera
 
 
 @pytest.fixture
+async def empty_database_url(services: Services) -> AsyncIterator[str]:
+    """A fresh database that no migration has touched."""
+    name = f"iw_empty_{secrets.token_hex(6)}"
+    dsn = await create_database(services.database_url, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database(services.database_url, name)
+
+
+@pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[PgPool]:
     """A pool on this test's database with ``search_path`` set to the service schema."""
     db_pool = await create_pool(database_url, SCHEMA, min_size=1, max_size=5)

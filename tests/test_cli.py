@@ -6,13 +6,11 @@ import asyncio
 import base64
 import os
 import re
-import secrets
 import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
 import asyncpg
 import orjson
@@ -23,7 +21,7 @@ from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
 from store.embedded import Services
-from tests.conftest import SCHEMA, create_database, drop_database
+from tests.conftest import SCHEMA
 
 EXE = os.path.join(os.path.dirname(sys.executable), "integration-worker")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
@@ -66,33 +64,21 @@ async def run_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-@asynccontextmanager
-async def empty_database(services: Services) -> AsyncIterator[str]:
-    name = f"iw_empty_{secrets.token_hex(4)}"
-    dsn = await create_database(services.database_url, name)
+async def test_migrate_creates_the_schema_once(empty_database_url: str, services: Services) -> None:
+    env = cli_env(empty_database_url, services.redis_url)
+    code, out, err = await run_cli(env, "migrate")
+    assert code == 0, err
+    assert out.strip() == "applied migrations: [1]"
+    code, out, _ = await run_cli(env, "migrate")
+    assert code == 0 and out.strip() == "database is up to date"
+    conn = await asyncpg.connect(empty_database_url)
     try:
-        yield dsn
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", SCHEMA
+        )
     finally:
-        await drop_database(services.database_url, name)
-
-
-async def test_migrate_creates_the_schema_once(services: Services) -> None:
-    async with empty_database(services) as dsn:
-        env = cli_env(dsn, services.redis_url)
-        code, out, err = await run_cli(env, "migrate")
-        assert code == 0, err
-        assert out.strip() == "applied migrations: [1]"
-        code, out, _ = await run_cli(env, "migrate")
-        assert code == 0 and out.strip() == "database is up to date"
-        conn = await asyncpg.connect(dsn)
-        try:
-            tables = await conn.fetch(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
-                SCHEMA,
-            )
-        finally:
-            await conn.close()
-        assert {"accounts", "credentials", "schema_migrations"} <= {r[0] for r in tables}
+        await conn.close()
+    assert {"accounts", "credentials", "schema_migrations"} <= {r[0] for r in tables}
 
 
 async def test_invalid_configuration_fails_with_one_readable_line(services: Services) -> None:
@@ -244,6 +230,28 @@ async def test_monitor_on_a_live_replica_then_clean_stop_on_sigint(
         proc.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(proc.wait(), 30)
         assert code == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_supervise_runs_until_sigterm_and_exits_cleanly(
+    database_url: str, services: Services
+) -> None:
+    env = cli_env(database_url, services.redis_url, IW_LOG_LEVEL="INFO", IW_LOG_FORMAT="json")
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "supervise", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        await read_until(proc.stderr, '"event":"replica running"')
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await proc.wait()
+        rest = (await proc.stderr.read()).decode()
+        assert code == 0, rest
+        assert '"signal":"SIGTERM"' in rest
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
@@ -12,22 +10,10 @@ import asyncpg
 import pytest
 
 from store.db import PgPool, create_pool, dsn_with_database, transaction
-from store.embedded import Services
 from store.migrate import ADVISORY_LOCK_NAMESPACE, discover, migrate
-from tests.conftest import SCHEMA, create_database, drop_database
+from tests.conftest import SCHEMA
 
 ACCOUNTS_SQL = resources.files("store.migrations").joinpath("0001_accounts.sql").read_text()
-
-
-@pytest.fixture
-async def empty_database_url(services: Services) -> AsyncIterator[str]:
-    """A fresh database that no migration has touched."""
-    name = f"iw_empty_{secrets.token_hex(6)}"
-    dsn = await create_database(services.database_url, name)
-    try:
-        yield dsn
-    finally:
-        await drop_database(services.database_url, name)
 
 
 def write_migrations(directory: Path, files: dict[str, str]) -> Path:
