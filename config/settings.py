@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     restart_backoff_max_s: float = Field(default=30.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     embedded_dir: Path | None = None
+    google_api_base_url: str = "https://www.googleapis.com/calendar/v3/"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -169,6 +173,8 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret string, for registration with the log redactor."""
         values: list[str] = [v.get_secret_value() for v in self.encryption_keys.values()]
+        if self.google_client_secret is not None:
+            values.append(self.google_client_secret.get_secret_value())
         for url in (self.database_url, self.redis_url):
             if url is None:
                 continue

@@ -1,0 +1,109 @@
+"""The HTTP edge every provider client shares: one aiohttp session per replica, no retries.
+
+Invariants:
+- one ``ClientSession`` per replica with per-host connection limits; every call has a timeout;
+- transport failures (connection errors, timeouts, unreadable bodies) become ``Transient``;
+  HTTP statuses are returned as they are: mapping them is each provider's job;
+- nothing here retries: the actor owns retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from providers.errors import Transient
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Connection limits and timeouts for provider calls."""
+
+    total_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    limit: int = 200
+    limit_per_host: int = 32
+
+
+def create_session(settings: HttpSettings | None = None) -> aiohttp.ClientSession:
+    """The replica's one session for provider calls (close it at shutdown)."""
+    settings = settings or HttpSettings()
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.limit, limit_per_host=settings.limit_per_host
+        ),
+        timeout=aiohttp.ClientTimeout(
+            total=settings.total_timeout_s, sock_connect=settings.connect_timeout_s
+        ),
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        raise_for_status=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete response: status, headers (case-insensitive lookups) and body bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON; ValueError (orjson.JSONDecodeError) if it is not JSON."""
+        return orjson.loads(self.body) if self.body else None
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    form: Mapping[str, str] | None = None,
+) -> HttpResponse:
+    """Make one request and read the whole body; transport failures raise Transient."""
+    data = None if json_body is None else orjson.dumps(json_body)
+    request_headers = dict(headers or {})
+    if data is not None:
+        request_headers.setdefault("Content-Type", "application/json")
+    try:
+        async with session.request(
+            method,
+            url,
+            headers=request_headers,
+            params=params,
+            data=data if form is None else form,
+        ) as response:
+            body = await response.read()
+            return HttpResponse(response.status, response.headers, body)
+    except TimeoutError as exc:
+        raise Transient(f"{method} timed out", provider=provider) from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        # The exception text may hold the URL with query parameters; keep only its type.
+        raise Transient(f"{method} failed: {type(exc).__name__}", provider=provider) from None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
