@@ -79,6 +79,13 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
     print(f"re-encrypted {count} credential rows under key {active!r}")
 
 
+async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
+    # Imported here: a worker replica never needs the emulators' code.
+    from providers.google.emulator.server import serve  # noqa: PLC0415
+
+    await serve(args.host, args.port)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="integration-worker",
@@ -97,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser("rotate-keys", help="re-encrypt credentials under the active key")
     rotate.add_argument("--batch-size", type=int, default=500)
     rotate.set_defaults(run=_rotate_keys)
+    emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
+    emulator.add_argument("provider", choices=["google"], help="which provider to emulate")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.set_defaults(run=_emulator, log_format="console")
     return parser
 
 

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 
+import aiohttp
 import asyncpg
 import orjson
 import telnetlib3
@@ -252,6 +253,31 @@ async def test_supervise_runs_until_sigterm_and_exits_cleanly(
         rest = (await proc.stderr.read()).decode()
         assert code == 0, rest
         assert '"signal":"SIGTERM"' in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_google_emulator_command_serves_until_stopped(services: Services) -> None:
+    port = free_port()
+    env = cli_env(services.database_url, services.redis_url)
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "emulator", "google", "--port", str(port), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        banner = await read_until(proc.stdout, "google emulator:")
+        assert f"http://127.0.0.1:{port}/calendar/v3/" in banner
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/calendar/v3/users/me/calendarList"
+            async with http.get(url) as response:
+                assert response.status == 401
+                body = await response.json()
+        assert body["error"]["errors"][0]["reason"] == "authError"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -1,0 +1,1 @@
+"""Google Calendar v3 provider: client, mapping and a protocol emulator."""
