@@ -1,8 +1,12 @@
 """The demo: sample accounts, one actor each, live status until Ctrl-C.
 
-The demo actors stand in for the account actors of later issues: each rebuilds its state from
-PostgreSQL on start (account row and decrypted credentials), "syncs" on a jittered timer, now
-and then fails like a flaky provider, and one poisoned account fails every sync, so restarts
+The demo actors stand in for the account actors of a later issue. Each rebuilds its state from
+PostgreSQL on start (account row and decrypted credentials) and syncs on a jittered timer.
+Google accounts sync for real: they refresh their OAuth tokens against the in-process Google
+emulator (storing each new access token encrypted), run a full sync over the window and then
+incremental syncs with the sync token, while simulated people edit their calendars and the
+emulator now and then answers 503. Microsoft accounts (their provider comes next) only tick and
+now and then fail. One poisoned account fails every sync until it is quarantined, so restarts
 and quarantine show in the status line and in the monitor.
 """
 
@@ -14,6 +18,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import anyio
@@ -22,13 +27,19 @@ import asyncpg
 from actors.actor import Actor
 from actors.spec import ChildSpec
 from config.settings import Settings
+from providers.errors import SyncStateExpired, Unauthorized
+from providers.interface import needs_refresh
+from providers.models import SyncWindow
 from store.accounts import Provider, create_account, get_account, list_accounts
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from supervisor.actor_table import summary_line
+from supervisor.demo_google import GoogleDemo, open_google_demo
 from supervisor.replica import Replica
 
 POISONED_PREFIX = "poisoned-"
+WINDOW_BACK = timedelta(days=30)
+WINDOW_AHEAD = timedelta(days=365)
 
 
 @dataclass(slots=True)
@@ -37,20 +48,36 @@ class DemoWorld:
 
     pool: asyncpg.Pool
     keyring: Keyring
+    google: GoogleDemo
     sync_every_s: float
     fault_rate: float
     rng: random.Random = field(default_factory=random.Random)
     syncs: int = 0
+    changes: int = 0  # events created, changed or removed, as seen by incremental syncs
+    events: int = 0  # events fetched by full syncs
 
 
 class DemoAccountActor(Actor[str]):
     """Loads its account from storage and syncs it on a timer."""
 
-    __slots__ = ("poisoned", "world")
+    __slots__ = (
+        "access_token",
+        "creds",
+        "delta_token",
+        "expires_at",
+        "is_google",
+        "poisoned",
+        "world",
+    )
 
     def __init__(self, world: DemoWorld) -> None:
         self.world = world
         self.poisoned = False
+        self.is_google = False
+        self.creds: Credentials | None = None
+        self.access_token: str | None = None
+        self.expires_at: datetime | None = None
+        self.delta_token: str | None = None
 
     async def on_start(self) -> None:
         account = await get_account(self.world.pool, uuid.UUID(self.id))
@@ -59,23 +86,77 @@ class DemoAccountActor(Actor[str]):
         creds = await load_credentials(self.world.pool, self.world.keyring, account.id)
         if creds is None:
             raise LookupError(f"account {self.id} has no credentials")
+        self.creds = creds
+        self.access_token = creds.access_token
+        self.expires_at = creds.access_token_expires_at
         self.poisoned = account.external_user_id.startswith(POISONED_PREFIX)
+        self.is_google = account.provider == "google"
         self.set_status("waiting")
-        self._arm()
+        self._arm(first=True)
 
     async def on_deadline(self, name: str) -> None:
         world = self.world
         if self.poisoned:
             raise ValueError("provider returned a page this client cannot parse")
-        if world.rng.random() < world.fault_rate:
+        if self.is_google:
+            await self._sync_google()
+        elif world.rng.random() < world.fault_rate:
             raise RuntimeError("simulated provider fault (HTTP 500)")
         world.syncs += 1
         self.set_status(f"synced {time.strftime('%H:%M:%S')}")
         self._arm()
 
-    def _arm(self) -> None:
+    async def _sync_google(self) -> None:
+        """Refresh the token when due, then one full or incremental round, page by page."""
+        provider, now = self.world.google.provider, datetime.now(UTC)
+        if self.access_token is None or needs_refresh(self.expires_at, now):
+            await self._refresh()
+        assert self.access_token is not None
+        window = SyncWindow(now - WINDOW_BACK, now + WINDOW_AHEAD)
+        full = self.delta_token is None
+        cursor: str | None = None
+        self.set_status("full sync" if full else "syncing")
+        try:
+            while True:
+                page = await provider.fetch_sync_page(
+                    self.access_token,
+                    "primary",
+                    window=window,
+                    delta_token=self.delta_token,
+                    cursor=cursor,
+                )
+                seen = len(page.upserts) + len(page.removals)
+                if full:
+                    self.world.events += seen
+                else:
+                    self.world.changes += seen
+                if page.next_cursor is None:
+                    self.delta_token = page.delta_token
+                    return
+                cursor = page.next_cursor
+        except SyncStateExpired:
+            self.delta_token = None  # the next round is a full sync
+        except Unauthorized:
+            self.expires_at = None  # refresh before the next round
+
+    async def _refresh(self) -> None:
+        creds = self.creds
+        assert creds is not None
+        grant = await self.world.google.provider.refresh_access_token(creds.refresh_token)
+        self.access_token, self.expires_at = grant.access_token, grant.expires_at
+        self.creds = Credentials(
+            creds.account_id,
+            refresh_token=grant.refresh_token or creds.refresh_token,
+            access_token=grant.access_token,
+            access_token_expires_at=grant.expires_at,
+            scopes=grant.scopes or creds.scopes,
+        )
+        await store_credentials(self.world.pool, self.world.keyring, creds.account_id, self.creds)
+
+    def _arm(self, *, first: bool = False) -> None:
         period = self.world.sync_every_s
-        self.set_timer("sync", self.world.rng.uniform(0.5 * period, 1.5 * period))
+        low = 0.0 if first else 0.5 * period  # first syncs spread over one period
+        self.set_timer("sync", self.world.rng.uniform(low, 1.5 * period))
 
 
 async def seed_accounts(pool: asyncpg.Pool, keyring: Keyring, count: int, shards: int) -> None:
@@ -112,10 +193,36 @@ async def run_demo(
     settings, pool, supervisor = replica.settings, replica.pool, replica.supervisor
     keyring = demo_keyring(settings)
     await seed_accounts(pool, keyring, accounts, settings.shard_count)
-    world = DemoWorld(pool, keyring, sync_every_s=sync_every_s, fault_rate=fault_rate)
-    spec: ChildSpec[str] = ChildSpec(factory=lambda _id: DemoAccountActor(world), kind="account")
-    active = await list_accounts(pool, statuses=["active"])
-    failures = await supervisor.start_children([str(a.id) for a in active], spec)
+    rng = random.Random()
+    async with open_google_demo(rng, fault_rate=fault_rate) as google:
+        active = await list_accounts(pool, statuses=["active"])
+        for account in active:
+            creds = await load_credentials(pool, keyring, account.id)
+            if account.provider == "google" and creds is not None:
+                google.add_user(account.external_user_id, creds.refresh_token)
+        world = DemoWorld(pool, keyring, google, sync_every_s, fault_rate, rng)
+        spec: ChildSpec[str] = ChildSpec(
+            factory=lambda _id: DemoAccountActor(world), kind="account"
+        )
+        try:
+            ids = [str(a.id) for a in active]
+            await _supervise_demo(replica, world, spec, ids, duration_s=duration_s, out=out)
+        finally:
+            # The actors use the emulator: stop them before it goes away.
+            await supervisor.shutdown()
+
+
+async def _supervise_demo(
+    replica: Replica,
+    world: DemoWorld,
+    spec: ChildSpec[str],
+    ids: list[str],
+    *,
+    duration_s: float | None,
+    out: TextIO,
+) -> None:
+    settings, pool, supervisor = replica.settings, replica.pool, replica.supervisor
+    failures = await supervisor.start_children(ids, spec)
     for child_id, error in failures.items():
         out.write(f"account {child_id} did not start: {error}\n")
     if settings.monitor_enabled:
@@ -135,7 +242,8 @@ async def run_demo(
             )
             line = (
                 f"{summary_line(stats)}; syncs {world.syncs} (+{world.syncs - last_syncs}/s);"
-                f" quarantined in db {quarantined}"
+                f" google events {world.events} fetched, {world.changes} changes"
+                f" ({world.google.edits} edits); quarantined in db {quarantined}"
             )
             last_syncs = world.syncs
             out.write(f"\r\x1b[2K{line}" if interactive else f"{line}\n")
