@@ -210,12 +210,14 @@ async def test_wrong_client_secret_is_permanent(world: World) -> None:
         await provider.aclose()
 
 
-async def test_token_endpoint_failures_after_google_auths_own_retries(world: World) -> None:
-    # google-auth retries 5xx/429 itself (3 attempts, ~3 s of backoff): the fault stays on.
-    world.control.add_fault("unavailable", path="/token", count=None)
+async def test_token_endpoint_failures_are_not_retried_inside_the_client(world: World) -> None:
+    # One 503 only: had google-auth retried it by itself, the second POST would have succeeded.
+    world.control.add_fault("unavailable", path="/token", count=1)
     with pytest.raises(Transient) as transient:
         await world.provider.refresh_access_token(world.refresh_token)
     assert transient.value.status == 503
+    grant = await world.provider.refresh_access_token(world.refresh_token)  # the actor's retry
+    assert grant.access_token
     world.control.clear_faults()
     world.control.add_fault("rate_limit_429", path="/token", count=None, retry_after="9")
     with pytest.raises(ProviderError) as throttled:

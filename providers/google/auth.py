@@ -5,9 +5,9 @@ Invariants:
   bounds how many refreshes (and token-endpoint connections) run at once;
 - each pool thread has its own ``requests.Session`` (requests does not promise a session is
   safe to share between threads); sessions live until ``aclose`` and are reused meanwhile;
-- google-auth itself retries the token POST (3 attempts, 1 s then 2 s backoff, providers.md
-  A.6) on 5xx/408/429 and ``server_error``-like answers. That is the library's behaviour and we
-  keep it; our own layers never retry, so a refresh takes at most about 3 x timeout + 3 s;
+- no hidden retries: google-auth would retry the token POST itself (3 attempts with backoff,
+  providers.md A.6) on 5xx/408/429 and ``server_error``-like answers; our transport stops it by
+  raising on such an answer, so one refresh is one POST and the actor's policy decides;
 - failures are ``ProviderError``s: ``invalid_grant`` is ``AuthRevoked``; messages and exception
   chains never carry token values (google-auth exceptions are not chained).
 """
@@ -43,6 +43,15 @@ DEFAULT_TOKEN_LIFETIME = timedelta(minutes=30)
 _REVOKED_ERRORS = frozenset({"invalid_grant"})
 
 
+# Answers google-auth would retry by itself (google/oauth2/_client.py); we end the call instead.
+_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RETRYABLE_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
+
+
+class _RetryableAnswer(Exception):
+    """Raised by the transport on a retryable answer, so google-auth's retry loop never runs."""
+
+
 class _RecordingTransport(google.auth.transport.Request):
     """One refresh's transport: the thread's requests transport plus a timeout and a record
     of the last answer's status, OAuth error code, Retry-After and granted scopes."""
@@ -72,6 +81,8 @@ class _RecordingTransport(google.auth.transport.Request):
         self.status = int(response.status)
         self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         self._record_body(response.data)
+        if self.status in _RETRYABLE_STATUSES or self.error_code in _RETRYABLE_ERRORS:
+            raise _RetryableAnswer
         return response
 
     def _record_body(self, data: object) -> None:
@@ -160,8 +171,10 @@ class GoogleTokenRefresher:
         transport = _RecordingTransport(self._thread_transport(), self._timeout_s)
         try:
             credentials.refresh(transport)  # type: ignore[no-untyped-call]
+        except _RetryableAnswer:
+            raise _refresh_failure(transport, retryable=True) from None
         except auth_exceptions.RefreshError as exc:
-            raise _refresh_failure(exc, transport) from None
+            raise _refresh_failure(transport, retryable=exc.retryable) from None
         except auth_exceptions.TransportError as exc:
             cause = type(exc.__cause__ or exc).__name__
             raise Transient(f"Google token refresh failed: {cause}", provider=PROVIDER) from None
@@ -193,9 +206,7 @@ def _grant(
     )
 
 
-def _refresh_failure(
-    exc: auth_exceptions.RefreshError, transport: _RecordingTransport
-) -> ProviderError:
+def _refresh_failure(transport: _RecordingTransport, *, retryable: bool) -> ProviderError:
     """The taxonomy error for a failed refresh (from the recorded answer, not exc's text)."""
     status, code = transport.status, transport.error_code
     message = "Google token refresh failed" + ("" if status is None else f": HTTP {status}")
@@ -204,7 +215,7 @@ def _refresh_failure(
         return AuthRevoked(message, **common)
     if status == 429:
         return Throttled(message, retry_after_s=transport.retry_after_s, **common)
-    if exc.retryable or status == 408 or (status is not None and status >= 500):
+    if retryable or status == 408 or (status is not None and status >= 500):
         return Transient(message, retry_after_s=transport.retry_after_s, **common)
     if status is not None and 200 <= status < 300:
         # A 200 that google-auth rejected (no access_token, ...): a malformed answer.
