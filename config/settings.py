@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     google_token_uri: str = "https://oauth2.googleapis.com/token"
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
+    microsoft_authority: str = "https://login.microsoftonline.com/common"
+    microsoft_graph_base_url: str = "https://graph.microsoft.com/v1.0/"
+    microsoft_graph_beta_base_url: str = "https://graph.microsoft.com/beta/"
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: SecretStr | None = None
+    microsoft_scopes: list[str] = Field(
+        default_factory=lambda: ["https://graph.microsoft.com/Calendars.ReadWrite"]
+    )
+    # Non-primary calendars sync through calendarView delta, which Graph documents only in beta.
+    microsoft_sync_other_calendars: bool = False
+    # Extra CA certificates to trust (a test identity server / Graph emulator); system CAs stay.
+    ca_bundle: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -173,8 +185,9 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret string, for registration with the log redactor."""
         values: list[str] = [v.get_secret_value() for v in self.encryption_keys.values()]
-        if self.google_client_secret is not None:
-            values.append(self.google_client_secret.get_secret_value())
+        for secret in (self.google_client_secret, self.microsoft_client_secret):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         for url in (self.database_url, self.redis_url):
             if url is None:
                 continue

@@ -10,10 +10,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +33,15 @@ class HttpSettings:
     connect_timeout_s: float = 10.0
     limit: int = 200
     limit_per_host: int = 32
+    ca_bundle: Path | None = None  # extra CAs to trust on top of the system's (test servers)
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The system's trust store, plus ``ca_bundle``'s certificates when given."""
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    return context
 
 
 def create_session(settings: HttpSettings | None = None) -> aiohttp.ClientSession:
@@ -37,7 +49,9 @@ def create_session(settings: HttpSettings | None = None) -> aiohttp.ClientSessio
     settings = settings or HttpSettings()
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=settings.limit, limit_per_host=settings.limit_per_host
+            limit=settings.limit,
+            limit_per_host=settings.limit_per_host,
+            ssl=ssl_context(settings.ca_bundle),
         ),
         timeout=aiohttp.ClientTimeout(
             total=settings.total_timeout_s, sock_connect=settings.connect_timeout_s
@@ -98,8 +112,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)  # delta-seconds; Graph sends fractions such as "2.128"
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -587,10 +587,10 @@ async def test_replacing_a_channel_is_start_new_then_stop_old(
     old = await world.provider.start_push(
         world.access_token, EMAIL, address=address, channel_id="old-1", token="t1", ttl_s=60
     )
-    new = await world.provider.start_push(
-        world.access_token, EMAIL, address=address, channel_id="new-1", token="t2", ttl_s=60
+    new = await world.provider.replace_push(
+        world.access_token, old, address=address, new_channel_id="new-1", new_token="t2", ttl_s=60
     )
-    await world.provider.stop_push(world.access_token, old)
+    assert (new.id, new.token, new.resource_id) == ("new-1", "t2", old.resource_id)
     assert [c["id"] for c in world.control.channels()] == [new.id]
 
 

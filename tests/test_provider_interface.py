@@ -104,6 +104,9 @@ def test_verify_notification_rejects_forgeries() -> None:
 
 def test_retry_after_in_seconds_or_http_date() -> None:
     assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("2.128") == 2.128  # Graph sends fractional seconds
+    assert parse_retry_after("-3") is None
+    assert parse_retry_after("nan") is None
     assert parse_retry_after("Sun, 29 Mar 2026 12:00:30 GMT", NOW) == 30.0
     assert parse_retry_after("Sun, 29 Mar 2026 11:00:00 GMT", NOW) == 0.0
     assert parse_retry_after("soon") is None
