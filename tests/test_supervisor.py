@@ -430,3 +430,35 @@ async def test_each_actor_logs_with_its_own_context(json_logs: io.StringIO) -> N
     (crashed,) = [r for r in lines if r.get("event") == "actor crashed"]
     assert crashed["actor"] == "b" and crashed["level"] == "warning"
     assert "boom in b" in orjson.dumps(crashed).decode()
+
+
+async def test_outside_cancellation_during_backoff_ends_the_child_without_restart() -> None:
+    world = World()
+    async with supervisor() as sup:
+        cell = await sup.start_child("a", spec(world))
+        cell.send_nowait("crash")
+        await settle()
+        assert state(cell) is ActorState.BACKOFF and cell.task is not None
+        cell.task.cancel()
+        await settle()
+        assert cell.task.done() and state(cell) is ActorState.STOPPED
+        assert cell.last_error == "task cancelled from outside its supervisor"
+        await asyncio.sleep(60)
+        assert world.starts["a"] == 1
+
+
+async def test_a_release_that_fails_to_start_stays_quarantined() -> None:
+    world = World()
+    async with supervisor() as sup:
+        cell = await sup.start_child("a", spec(world))
+        for _ in range(POLICY.max_restarts + 1):
+            cell.send_nowait("crash")
+            await asyncio.sleep(10)
+        assert state(cell) is ActorState.QUARANTINED
+        world.fail_start.add("a")
+        with pytest.raises(ChildStartError):
+            await sup.release("a")
+        assert sup.get("a") is cell and state(cell) is ActorState.QUARANTINED
+        world.fail_start.clear()
+        released = await sup.release("a")
+        assert state(released) is ActorState.IDLE and released.restarts == 0
