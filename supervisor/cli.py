@@ -81,8 +81,10 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
     # Imported here: a worker replica never needs the emulators' code.
-    from providers.google.emulator.server import serve  # noqa: PLC0415
-
+    if args.provider == "google":
+        from providers.google.emulator.server import serve  # noqa: PLC0415
+    else:
+        from providers.microsoft.emulator.server import serve  # noqa: PLC0415
     await serve(args.host, args.port)
 
 
@@ -105,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--batch-size", type=int, default=500)
     rotate.set_defaults(run=_rotate_keys)
     emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
-    emulator.add_argument("provider", choices=["google"], help="which provider to emulate")
+    emulator.add_argument(
+        "provider", choices=["google", "microsoft"], help="which provider to emulate"
+    )
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.set_defaults(run=_emulator, log_format="console")

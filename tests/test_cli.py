@@ -11,12 +11,14 @@ import socket
 import sys
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import orjson
 import telnetlib3
 
+from providers.http import ssl_context
 from store.accounts import create_account, list_accounts
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
@@ -284,6 +286,37 @@ async def test_google_emulator_command_serves_until_stopped(services: Services) 
                 assert response.status == 401
                 body = await response.json()
         assert body["error"]["errors"][0]["reason"] == "authError"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_microsoft_emulator_command_serves_https_with_its_own_ca(
+    services: Services,
+) -> None:
+    port = free_port()
+    env = cli_env(services.database_url, services.redis_url)
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "emulator", "microsoft", "--port", str(port), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        banner = await read_until(proc.stdout, "microsoft emulator:")
+        match = re.search(r" ca (\S+)", banner)
+        assert match is not None and f"https://127.0.0.1:{port}/v1.0/" in banner
+        tls = ssl_context(Path(match.group(1)))  # trusting the printed CA is enough
+        url = f"https://127.0.0.1:{port}/v1.0/me/calendars"
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http,
+            http.get(url) as response,
+        ):
+            assert response.status == 401
+            body = await response.json()
+        assert body["error"]["code"] == "InvalidAuthenticationToken"
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await proc.wait() == 0

@@ -1,0 +1,1 @@
+"""Microsoft Graph (Outlook calendar) provider: client, auth, mapping, notifications, emulator."""
