@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from providers.errors import Transient
 
@@ -77,7 +78,7 @@ class HttpResponse:
 async def send(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: str | URL,
     *,
     provider: str,
     headers: Mapping[str, str] | None = None,
@@ -85,7 +86,10 @@ async def send(
     json_body: Any = None,
     form: Mapping[str, str] | None = None,
 ) -> HttpResponse:
-    """Make one request and read the whole body; transport failures raise Transient."""
+    """Make one request and read the whole body; transport failures raise Transient.
+
+    Pass ``URL(link, encoded=True)`` for opaque links (Graph's nextLink) that must go out byte
+    for byte; aiohttp re-encodes a plain string."""
     data = None if json_body is None else orjson.dumps(json_body)
     request_headers = dict(headers or {})
     if data is not None:

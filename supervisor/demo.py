@@ -2,12 +2,12 @@
 
 The demo actors stand in for the account actors of a later issue. Each rebuilds its state from
 PostgreSQL on start (account row and decrypted credentials) and syncs on a jittered timer.
-Google accounts sync for real: they refresh their OAuth tokens against the in-process Google
-emulator (storing each new access token encrypted), run a full sync over the window and then
-incremental syncs with the sync token, while simulated people edit their calendars and the
-emulator now and then answers 503. Microsoft accounts (their provider comes next) only tick and
-now and then fail. One poisoned account fails every sync until it is quarantined, so restarts
-and quarantine show in the status line and in the monitor.
+Every account syncs for real against the in-process Google or Microsoft emulator: it refreshes
+its OAuth token (storing each new access token, and a rotated refresh token, encrypted), runs a
+full sync over the window and then incremental syncs with the delta token, while simulated
+people edit their calendars and the emulators now and then answer 503 (the actor crashes and is
+restarted with backoff). One poisoned account fails every sync until it is quarantined, so
+restarts and quarantine show in the status line and in the monitor.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from actors.actor import Actor
 from actors.spec import ChildSpec
 from config.settings import Settings
 from providers.errors import SyncStateExpired, Unauthorized
-from providers.interface import needs_refresh
+from providers.interface import CalendarProvider, needs_refresh
 from providers.models import SyncWindow
 from store.accounts import Provider, create_account, get_account, list_accounts
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from supervisor.actor_table import summary_line
-from supervisor.demo_google import GoogleDemo, open_google_demo
+from supervisor.demo_providers import DemoProviders, open_demo_providers
 from supervisor.replica import Replica
 
 POISONED_PREFIX = "poisoned-"
@@ -48,13 +48,17 @@ class DemoWorld:
 
     pool: asyncpg.Pool
     keyring: Keyring
-    google: GoogleDemo
+    providers: DemoProviders
     sync_every_s: float
     fault_rate: float
     rng: random.Random = field(default_factory=random.Random)
     syncs: int = 0
     changes: int = 0  # events created, changed or removed, as seen by incremental syncs
     events: int = 0  # events fetched by full syncs
+
+    def provider(self, name: str) -> CalendarProvider:
+        """The client for one provider."""
+        return self.providers.sides[name].provider
 
 
 class DemoAccountActor(Actor[str]):
@@ -65,15 +69,15 @@ class DemoAccountActor(Actor[str]):
         "creds",
         "delta_token",
         "expires_at",
-        "is_google",
         "poisoned",
+        "provider",
         "world",
     )
 
     def __init__(self, world: DemoWorld) -> None:
         self.world = world
         self.poisoned = False
-        self.is_google = False
+        self.provider = ""
         self.creds: Credentials | None = None
         self.access_token: str | None = None
         self.expires_at: datetime | None = None
@@ -90,7 +94,7 @@ class DemoAccountActor(Actor[str]):
         self.access_token = creds.access_token
         self.expires_at = creds.access_token_expires_at
         self.poisoned = account.external_user_id.startswith(POISONED_PREFIX)
-        self.is_google = account.provider == "google"
+        self.provider = account.provider
         self.set_status("waiting")
         self._arm(first=True)
 
@@ -98,17 +102,14 @@ class DemoAccountActor(Actor[str]):
         world = self.world
         if self.poisoned:
             raise ValueError("provider returned a page this client cannot parse")
-        if self.is_google:
-            await self._sync_google()
-        elif world.rng.random() < world.fault_rate:
-            raise RuntimeError("simulated provider fault (HTTP 500)")
+        await self._sync()
         world.syncs += 1
         self.set_status(f"synced {time.strftime('%H:%M:%S')}")
         self._arm()
 
-    async def _sync_google(self) -> None:
+    async def _sync(self) -> None:
         """Refresh the token when due, then one full or incremental round, page by page."""
-        provider, now = self.world.google.provider, datetime.now(UTC)
+        provider, now = self.world.provider(self.provider), datetime.now(UTC)
         if self.access_token is None or needs_refresh(self.expires_at, now):
             await self._refresh()
         assert self.access_token is not None
@@ -142,7 +143,7 @@ class DemoAccountActor(Actor[str]):
     async def _refresh(self) -> None:
         creds = self.creds
         assert creds is not None
-        grant = await self.world.google.provider.refresh_access_token(creds.refresh_token)
+        grant = await self.world.provider(self.provider).refresh_access_token(creds.refresh_token)
         self.access_token, self.expires_at = grant.access_token, grant.expires_at
         self.creds = Credentials(
             creds.account_id,
@@ -194,13 +195,14 @@ async def run_demo(
     keyring = demo_keyring(settings)
     await seed_accounts(pool, keyring, accounts, settings.shard_count)
     rng = random.Random()
-    async with open_google_demo(rng, fault_rate=fault_rate) as google:
+    async with open_demo_providers(rng, fault_rate=fault_rate) as providers:
         active = await list_accounts(pool, statuses=["active"])
         for account in active:
             creds = await load_credentials(pool, keyring, account.id)
-            if account.provider == "google" and creds is not None:
-                google.add_user(account.external_user_id, creds.refresh_token)
-        world = DemoWorld(pool, keyring, google, sync_every_s, fault_rate, rng)
+            if creds is not None:
+                side = providers.sides[account.provider]
+                side.add_user(account.external_user_id, creds.refresh_token)
+        world = DemoWorld(pool, keyring, providers, sync_every_s, fault_rate, rng)
         spec: ChildSpec[str] = ChildSpec(
             factory=lambda _id: DemoAccountActor(world), kind="account"
         )
@@ -242,8 +244,8 @@ async def _supervise_demo(
             )
             line = (
                 f"{summary_line(stats)}; syncs {world.syncs} (+{world.syncs - last_syncs}/s);"
-                f" google events {world.events} fetched, {world.changes} changes"
-                f" ({world.google.edits} edits); quarantined in db {quarantined}"
+                f" events {world.events} fetched, {world.changes} changes"
+                f" ({world.providers.edits} edits); quarantined in db {quarantined}"
             )
             last_syncs = world.syncs
             out.write(f"\r\x1b[2K{line}" if interactive else f"{line}\n")

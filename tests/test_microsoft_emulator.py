@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import msal  # type: ignore[import-untyped]
+import msal
 import pytest
 import requests
 from aiohttp import web
