@@ -23,9 +23,10 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from providers.emulation.clock import Clock
 from providers.google.emulator import GoogleEmulator
 from providers.google.emulator.listing import Page, list_events, parse_list_query
-from providers.google.emulator.store import Clock, Store
+from providers.google.emulator.store import Store
 from providers.google.emulator.tokens import TokenError, decode_token, encode_token
 from tests.google_discovery import validate
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .backend import BACKEND, Backend
 from .errors import ApiError, auth_error, bad_param
+from .faults import api_error
 from .listing import PageOptions, events_envelope, list_events, parse_list_query
 from .store import AccessGrant, CalendarRecord
 from .tokens import TokenError, decode_token, encode_token
@@ -47,7 +48,7 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
     if fired.delay_s:
         await asyncio.sleep(fired.delay_s)
     if fired.error is not None:
-        raise fired.error
+        raise api_error(fired.error)
     request[_FIRED] = PageOptions(force_empty=fired.empty_page, page_cap=fired.page_size)
     response = await handler(request)
     if fired.malformed_json and response.status == 200:

@@ -11,7 +11,9 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from .faults import FaultBook
+from providers.emulation.faults import FaultBook
+
+from .faults import new_fault_book
 from .push import PushHub
 from .store import Store
 
@@ -20,7 +22,7 @@ from .store import Store
 class Backend:
     store: Store
     hub: PushHub
-    faults: FaultBook = field(default_factory=FaultBook)
+    faults: FaultBook = field(default_factory=new_fault_book)
     token_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sync_token_max_age: timedelta | None = None
     api_base_url: str = ""

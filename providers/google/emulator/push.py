@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from providers.emulation.clock import Clock
+
 from .errors import ApiError
-from .store import Clock
 
 DEFAULT_TTL_S = 604800
 _OK = frozenset({102, 200, 201, 202, 204})

@@ -13,10 +13,12 @@ from types import TracebackType
 
 from aiohttp import web
 
+from providers.emulation.clock import Clock
+
 from . import api, control, oauth
 from .backend import BACKEND, Backend
 from .push import PushHub
-from .store import Clock, Store
+from .store import Store
 
 
 class GoogleEmulator:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from providers.emulation.clock import Clock
+
 from . import recurrence
 from .errors import ApiError, auth_error, deleted, not_found
 from .times import EventTime, format_event_time, format_utc, parse_event_time
@@ -30,24 +32,6 @@ _READ_ONLY = frozenset(
     {"kind", "etag", "id", "created", "updated", "htmlLink", "creator", "organizer", "sequence"}
 )
 _SERIES_FIELDS = frozenset({"recurringEventId", "originalStartTime"})
-
-
-class Clock:
-    """The emulator's notion of now: real UTC time unless set or advanced by the control API."""
-
-    def __init__(self, now: datetime | None = None) -> None:
-        self._fixed = now
-        self._offset = timedelta()
-
-    def now(self) -> datetime:
-        return (self._fixed or datetime.now(UTC)) + self._offset
-
-    def set_now(self, moment: datetime | None) -> None:
-        """Freeze time at ``moment`` (aware), or return to real time with None."""
-        self._fixed, self._offset = moment, timedelta()
-
-    def advance(self, delta: timedelta) -> None:
-        self._offset += delta
 
 
 class OAuthError(Exception):

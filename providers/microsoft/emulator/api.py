@@ -19,10 +19,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from providers.emulation.faults import Fired
+
 from .backend import BACKEND, Backend
 from .delta import SYNC_STATE_NOT_FOUND, Chain, Generation, with_zone
 from .errors import GraphError, OAuthError, bad_request, invalid_token, sync_state_not_found
-from .faults import Fired
+from .faults import graph_error, oauth_error
 from .identity import AccessToken, User
 from .oauth import oauth_response
 from .store import EventRecord, Instance
@@ -72,8 +74,8 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
         await asyncio.sleep(fired.delay_s)
     if fired.error is not None:
         if _is_graph(request.path):
-            raise fired.error.graph_error()
-        raise fired.error.oauth_error()
+            raise graph_error(fired.error)
+        raise oauth_error(fired.error)
     request[_FIRED] = fired
     response = await handler(request)
     if fired.malformed_json and 200 <= response.status < 300:

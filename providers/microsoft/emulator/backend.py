@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .clock import Clock
+from providers.emulation.clock import Clock
+from providers.emulation.faults import FaultBook
+
 from .delta import DeltaEngine
-from .faults import FaultBook
+from .faults import new_fault_book
 from .identity import DEFAULT_TENANT, Directory
 from .store import Store
 from .subscriptions import SubscriptionHub
@@ -25,7 +27,7 @@ class Backend:
     store: Store
     delta: DeltaEngine
     hub: SubscriptionHub
-    faults: FaultBook = field(default_factory=FaultBook)
+    faults: FaultBook = field(default_factory=new_fault_book)
     state_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     origin: str = ""  # https://127.0.0.1:PORT
     default_page_size: int = 10

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import Clock
+from providers.emulation.clock import Clock
+
 from .errors import OAuthError
 from .tokens import JwtSigner, b64url
 

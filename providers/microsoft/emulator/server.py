@@ -18,10 +18,11 @@ from types import TracebackType
 
 from aiohttp import web
 
+from providers.emulation.clock import Clock
+
 from . import api, control, oauth
 from .backend import BACKEND, Backend
 from .certs import make_bundle, signing_key
-from .clock import Clock
 from .delta import DeltaEngine
 from .identity import DEFAULT_TENANT, Directory
 from .store import Store

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from providers.emulation.clock import Clock
+
 from . import recurrence
-from .clock import Clock
 from .errors import GraphError, bad_request, etag_mismatch, not_found
 from .times import (
     ZoneError,

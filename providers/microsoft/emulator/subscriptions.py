@@ -22,7 +22,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from .clock import Clock
+from providers.emulation.clock import Clock
+
 from .errors import GraphError, bad_request
 from .times import format_timestamp, parse_timestamp
 

@@ -1,0 +1,1 @@
+"""What every provider emulator shares: a controllable clock and fault-injection rules."""
