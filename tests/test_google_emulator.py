@@ -24,10 +24,10 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from providers.emulation.clock import Clock
+from providers.emulation.tokens import TokenError, decode_token, encode_token
 from providers.google.emulator import GoogleEmulator
 from providers.google.emulator.listing import Page, list_events, parse_list_query
 from providers.google.emulator.store import Store
-from providers.google.emulator.tokens import TokenError, decode_token, encode_token
 from tests.google_discovery import validate
 
 CLIENT_ID, CLIENT_SECRET = "client-1.apps.googleusercontent.com", "s3cret"

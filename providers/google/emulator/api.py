@@ -13,12 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
+from providers.emulation.tokens import TokenError, decode_token, encode_token
+
 from .backend import BACKEND, Backend
 from .errors import ApiError, auth_error, bad_param
 from .faults import api_error
 from .listing import PageOptions, events_envelope, list_events, parse_list_query
 from .store import AccessGrant, CalendarRecord
-from .tokens import TokenError, decode_token, encode_token
 
 PREFIX = "/calendar/v3/"
 CONTROL_PREFIX = "/_control/"

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from providers.emulation.tokens import TokenError, decode_token, encode_token
+
 from .errors import ApiError, bad_param, full_sync_required
 from .store import CalendarRecord, EventRecord, Store, instance_body
 from .times import format_utc, instant, parse_event_time, parse_rfc3339
-from .tokens import TokenError, decode_token, encode_token
 
 DEFAULT_PAGE = 250
 MAX_PAGE = 2500

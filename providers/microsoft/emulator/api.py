@@ -20,6 +20,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from providers.emulation.faults import Fired
+from providers.emulation.tokens import TokenError, decode_token, encode_token
 
 from .backend import BACKEND, Backend
 from .delta import SYNC_STATE_NOT_FOUND, Chain, Generation, with_zone
@@ -29,7 +30,6 @@ from .identity import AccessToken, User
 from .oauth import oauth_response
 from .store import EventRecord, Instance
 from .times import ZoneError, format_timestamp, parse_timestamp, zone
-from .tokens import TokenError, decode_state, encode_state
 
 VERSIONS = ("v1.0", "beta")
 CONTROL_PREFIX = "/_control/"
@@ -234,7 +234,7 @@ async def delta(request: web.Request) -> web.Response:
         "s": format_timestamp(chain.window[0]),
         "e": format_timestamp(chain.window[1]),
     }
-    token = encode_state(payload, backend.state_key)
+    token = encode_token(payload, backend.state_key)
     body: dict[str, Any] = {"@odata.context": f"{_base(request)}$metadata#Collection(event)"}
     if page.complete:
         body["@odata.deltaLink"] = f"{link_base}?$deltatoken={token}"
@@ -255,7 +255,7 @@ def _chain(
     token = skip or dtoken
     if token:
         try:
-            payload = decode_state(token, backend.state_key)
+            payload = decode_token(token, backend.state_key)
             chain_id, gen = str(payload["c"]), int(payload["g"])
         except (TokenError, KeyError, ValueError, TypeError) as exc:
             # A token this server never minted names no sync state it has.

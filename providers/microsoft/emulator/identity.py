@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from providers.emulation.clock import Clock
+from providers.emulation.tokens import b64url
 
 from .errors import OAuthError
-from .tokens import JwtSigner, b64url
+from .tokens import JwtSigner
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})

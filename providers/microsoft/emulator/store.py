@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from providers.emulation.clock import Clock
+from providers.emulation.tokens import TokenError, b64url, b64url_decode
 
 from . import recurrence
 from .errors import GraphError, bad_request, etag_mismatch, not_found
@@ -30,7 +31,6 @@ from .times import (
     format_timestamp,
     parse_date_time_zone,
 )
-from .tokens import TokenError, b64url, b64url_decode
 
 _WRITABLE = frozenset(
     {

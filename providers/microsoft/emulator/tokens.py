@@ -1,58 +1,19 @@
-"""Opaque state tokens (HMAC-signed compact JSON) and RS256 JWTs for tokens and id_tokens (pure).
+"""RS256 JWTs for access and id tokens (pure); opaque state tokens are shared with the other
+emulators (``providers.emulation.tokens``).
 
-Invariants: a state token decodes only under the key that signed it; JWTs are signed with the
-emulator's RSA key whose public half the JWKS endpoint publishes, so a client may verify them.
+Invariant: JWTs are signed with the emulator's RSA key whose public half the JWKS endpoint
+publishes, so a client may verify them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-_MAC_BYTES = 12
-
-
-class TokenError(ValueError):
-    """The token is malformed or was not signed by this emulator."""
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def encode_state(payload: dict[str, Any], key: bytes) -> str:
-    """Sign and encode ``payload`` into an opaque URL-safe string."""
-    data = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    mac = hmac.new(key, data, hashlib.sha256).digest()[:_MAC_BYTES]
-    return b64url(mac + data)
-
-
-def decode_state(token: str, key: bytes) -> dict[str, Any]:
-    """Verify and decode :func:`encode_state` output; TokenError otherwise."""
-    try:
-        raw = b64url_decode(token)
-    except (ValueError, TypeError) as exc:
-        raise TokenError("not base64") from exc
-    mac, data = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
-    if not hmac.compare_digest(mac, hmac.new(key, data, hashlib.sha256).digest()[:_MAC_BYTES]):
-        raise TokenError("bad signature")
-    try:
-        payload = json.loads(data)
-    except ValueError as exc:
-        raise TokenError("not JSON") from exc
-    if not isinstance(payload, dict):
-        raise TokenError("not an object")
-    return payload
+from providers.emulation.tokens import TokenError, b64url, b64url_decode
 
 
 class JwtSigner:

@@ -1,4 +1,4 @@
-"""Opaque sync and page tokens: urlsafe base64 of compact JSON plus an HMAC (pure).
+"""Opaque emulator state (sync, page, delta tokens): urlsafe base64 of compact JSON plus an HMAC.
 
 Invariant: a token decodes only under the key that signed it, so a client cannot forge or edit
 one; its content is never part of the protocol, only its opacity is.
@@ -19,17 +19,27 @@ class TokenError(ValueError):
     """The token is malformed or was not signed by this emulator."""
 
 
+def b64url(data: bytes) -> str:
+    """Unpadded urlsafe base64."""
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def b64url_decode(text: str) -> bytes:
+    """The bytes of unpadded urlsafe base64 (ValueError if it is not)."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def encode_token(payload: dict[str, Any], key: bytes) -> str:
     """Sign and encode ``payload`` (JSON-serialisable) into an opaque string."""
     data = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     mac = hmac.new(key, data, hashlib.sha256).digest()[:_MAC_BYTES]
-    return base64.urlsafe_b64encode(mac + data).decode().rstrip("=")
+    return b64url(mac + data)
 
 
 def decode_token(token: str, key: bytes) -> dict[str, Any]:
     """Verify and decode a token made by :func:`encode_token`; raise TokenError otherwise."""
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        raw = b64url_decode(token)
     except (ValueError, TypeError) as exc:
         raise TokenError("not base64") from exc
     mac, data = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
