@@ -12,12 +12,10 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from providers.cursor_codec import pack, required_str, unpack
 
 _VERSION = 1
 
@@ -59,7 +57,6 @@ def encode(cursor: SyncCursor) -> str:
     """The cursor as compact urlsafe base64 text."""
     query = cursor.query
     payload: dict[str, Any] = {
-        "v": _VERSION,
         "c": query.calendar_id,
         "n": query.page_size,
         "p": cursor.page_token,
@@ -69,37 +66,24 @@ def encode(cursor: SyncCursor) -> str:
     else:
         payload["a"] = query.time_min
         payload["b"] = query.time_max
-    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
-
-
-def _required(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"cursor field {key!r} is not a non-empty string")
-    return value
+    return pack(_VERSION, payload)
 
 
 def _optional(payload: dict[str, Any], key: str) -> str | None:
-    return None if payload.get(key) is None else _required(payload, key)
+    return None if payload.get(key) is None else required_str(payload, key)
 
 
 def decode(text: str) -> SyncCursor:
     """The cursor ``encode`` produced; ValueError for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        payload = orjson.loads(raw)
-    except (binascii.Error, ValueError):
-        raise ValueError("cursor is not valid base64 JSON") from None
-    if not isinstance(payload, dict) or payload.get("v") != _VERSION:
-        raise ValueError("cursor has an unknown version")
+    payload = unpack(text, _VERSION)
     page_size = payload.get("n")
     if not isinstance(page_size, int) or isinstance(page_size, bool):
         raise ValueError("cursor page size is not an integer")
     query = RoundQuery(
-        calendar_id=_required(payload, "c"),
+        calendar_id=required_str(payload, "c"),
         page_size=page_size,
         sync_token=_optional(payload, "s"),
         time_min=_optional(payload, "a"),
         time_max=_optional(payload, "b"),
     )
-    return SyncCursor(query=query, page_token=_required(payload, "p"))
+    return SyncCursor(query=query, page_token=required_str(payload, "p"))

@@ -12,13 +12,10 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
+from providers.cursor_codec import pack, required_str, unpack
 
 _VERSION = 1
 
@@ -34,30 +31,16 @@ class SyncCursor:
 
 def encode(cursor: SyncCursor) -> str:
     """The cursor as compact urlsafe base64 text."""
-    payload = {"v": _VERSION, "c": cursor.calendar_id, "f": cursor.full_sync, "l": cursor.link}
-    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
-
-
-def _required(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"cursor field {key!r} is not a non-empty string")
-    return value
+    return pack(_VERSION, {"c": cursor.calendar_id, "f": cursor.full_sync, "l": cursor.link})
 
 
 def decode(text: str) -> SyncCursor:
     """The cursor ``encode`` produced; ValueError for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        payload = orjson.loads(raw)
-    except (binascii.Error, ValueError):
-        raise ValueError("cursor is not valid base64 JSON") from None
-    if not isinstance(payload, dict) or payload.get("v") != _VERSION:
-        raise ValueError("cursor has an unknown version")
-    full_sync = payload.get("f")
+    fields = unpack(text, _VERSION)
+    full_sync = fields.get("f")
     if not isinstance(full_sync, bool):
         raise ValueError("cursor field 'f' is not a boolean")
-    return SyncCursor(_required(payload, "c"), full_sync, _required(payload, "l"))
+    return SyncCursor(required_str(fields, "c"), full_sync, required_str(fields, "l"))
 
 
 def on_base(link: str, base_url: str) -> bool:
