@@ -28,7 +28,6 @@ from providers.errors import (
 from providers.google import cursor as cursors
 from providers.google.mapping import (
     QUOTA_EXCEEDED_MIN_RETRY_S,
-    MalformedPayload,
     draft_body,
     error_for_response,
     error_reason,
@@ -47,6 +46,7 @@ from providers.models import (
     EventTiming,
     NotificationKind,
 )
+from providers.payload import MalformedPayload
 
 CAL = "alice@example.com"
 

@@ -38,7 +38,7 @@ from providers.interface import CalendarProvider, verify_notification
 from providers.microsoft.client import MicrosoftCalendarProvider
 from providers.microsoft.emulator import MicrosoftEmulator
 from providers.microsoft.emulator.control import Control
-from providers.microsoft.mapping import PRIMARY, MalformedPayload
+from providers.microsoft.mapping import PRIMARY
 from providers.microsoft.notifications import parse_notifications, validation_token
 from providers.models import (
     Event,
@@ -51,6 +51,7 @@ from providers.models import (
     SyncPage,
     SyncWindow,
 )
+from providers.payload import MalformedPayload
 
 CLIENT_ID, CLIENT_SECRET = "11111111-2222-3333-4444-555555555555", "s3cret~value"
 UPN = "adele@contoso.example"

@@ -31,7 +31,6 @@ from providers.microsoft import cursor as cursors
 from providers.microsoft.auth import _NullTokenCache, _TokenAnswersNotCached, msal_scopes
 from providers.microsoft.mapping import (
     PRIMARY,
-    MalformedPayload,
     draft_body,
     error_code,
     error_for_response,
@@ -51,6 +50,7 @@ from providers.models import (
     NotificationKind,
     PushChannel,
 )
+from providers.payload import MalformedPayload
 
 CAL = PRIMARY
 ME = "alice@contoso.com"

@@ -23,11 +23,11 @@ from urllib.parse import quote
 import aiohttp
 
 from config.settings import Settings
+from providers import payload
 from providers.errors import Conflict, Permanent, ProviderError, SyncStateExpired, Transient
 from providers.google import cursor as cursors
 from providers.google import mapping
 from providers.google.auth import GoogleTokenRefresher
-from providers.google.mapping import MalformedPayload
 from providers.google.notifications import parse_notifications
 from providers.http import HttpResponse, parse_retry_after, send
 from providers.models import (
@@ -41,6 +41,7 @@ from providers.models import (
     SyncWindow,
     TokenGrant,
 )
+from providers.payload import MalformedPayload
 
 PROVIDER = "google"
 DEFAULT_PAGE_SIZE = 250  # Google's own default for events.list
@@ -260,9 +261,9 @@ class GoogleCalendarProvider:
         path = f"{_events_path(calendar_id)}/watch"
         body = await self._json_call(access_token, "POST", path, "events.watch", json_body=request)
         try:
-            if mapping.read_str(body, "id", "channel") != channel_id:
+            if payload.read_str(body, "id", "channel") != channel_id:
                 raise MalformedPayload("channel.id differs from the requested id")
-            resource_id = mapping.read_str(body, "resourceId", "channel")
+            resource_id = payload.read_str(body, "resourceId", "channel")
             expires_at = _expiration(body.get("expiration"))
         except MalformedPayload as exc:
             raise _malformed("events.watch", exc) from None

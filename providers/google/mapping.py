@@ -38,6 +38,7 @@ from providers.models import (
     EventStatus,
     EventTiming,
 )
+from providers.payload import MalformedPayload, obj, opt_bool, opt_str, read_str
 
 PROVIDER = "google"
 
@@ -50,43 +51,6 @@ QUOTA_EXCEEDED_MIN_RETRY_S = 60.0
 
 # Calendars whose events we cannot read: the freeBusyReader role sees busy blocks only.
 _UNSYNCABLE_ROLES = frozenset({"freeBusyReader"})
-
-
-class MalformedPayload(ValueError):
-    """A Google response did not have the documented shape (the message names the field)."""
-
-
-# --- small typed readers -------------------------------------------------------------------
-
-
-def _obj(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise MalformedPayload(f"{what} is not a JSON object")
-    return value
-
-
-def _opt_str(item: Mapping[str, Any], key: str, what: str) -> str | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MalformedPayload(f"{what}.{key} is not a string")
-    return value
-
-
-def read_str(item: Mapping[str, Any], key: str, what: str) -> str:
-    """A required non-empty string field; MalformedPayload naming ``what.key`` otherwise."""
-    value = _opt_str(item, key, what)
-    if not value:
-        raise MalformedPayload(f"{what}.{key} is missing")
-    return value
-
-
-def _opt_bool(item: Mapping[str, Any], key: str, what: str) -> bool:
-    value = item.get(key, False)
-    if not isinstance(value, bool):
-        raise MalformedPayload(f"{what}.{key} is not a boolean")
-    return value
 
 
 def parse_rfc3339(text: str, what: str) -> datetime:
@@ -137,7 +101,7 @@ def _parse_moment(edge: Mapping[str, Any], what: str, calendar_zone: str | None)
         raise MalformedPayload(f"{what}.dateTime is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         # Google allows an offset-less dateTime when a zone is given (providers.md A.1).
-        zone_name = _opt_str(edge, "timeZone", what) or calendar_zone
+        zone_name = opt_str(edge, "timeZone", what) or calendar_zone
         if zone_name is None:
             raise MalformedPayload(f"{what}.dateTime has neither an offset nor a time zone")
         parsed = parsed.replace(tzinfo=_zone(zone_name, f"{what}.timeZone"))
@@ -148,8 +112,8 @@ def parse_timing(
     start: object, end: object, *, calendar_zone: str | None = None, what: str = "event"
 ) -> EventTiming:
     """Google ``start``/``end`` objects as an ``EventTiming`` (all-day end stays exclusive)."""
-    start_edge = _obj(start, f"{what}.start")
-    end_edge = _obj(end, f"{what}.end")
+    start_edge = obj(start, f"{what}.start")
+    end_edge = obj(end, f"{what}.end")
     try:
         if start_edge.get("date") is not None:
             return EventTiming(
@@ -157,7 +121,7 @@ def parse_timing(
                 start_date=_parse_date(start_edge["date"], f"{what}.start.date"),
                 end_date=_parse_date(end_edge.get("date"), f"{what}.end.date"),
             )
-        zone = _opt_str(start_edge, "timeZone", f"{what}.start") or calendar_zone
+        zone = opt_str(start_edge, "timeZone", f"{what}.start") or calendar_zone
         return EventTiming(
             all_day=False,
             start_at=_parse_moment(start_edge, f"{what}.start", calendar_zone),
@@ -172,7 +136,7 @@ def parse_timing(
 
 def _parse_status(item: Mapping[str, Any]) -> EventStatus:
     # Google omits nothing here in practice; the documented default is "confirmed".
-    raw = _opt_str(item, "status", "event") or EventStatus.CONFIRMED.value
+    raw = opt_str(item, "status", "event") or EventStatus.CONFIRMED.value
     try:
         return EventStatus(raw)
     except ValueError:
@@ -184,10 +148,10 @@ def parse_event_item(
 ) -> Event | EventRemoval:
     """One events.list item (or events.get/insert body) as an upsert or a removal;
     ``calendar_zone`` (the collection's ``timeZone``) applies to edges without one."""
-    body = _obj(item, "event")
+    body = obj(item, "event")
     event_id = read_str(body, "id", "event")
     status = _parse_status(body)
-    recurring_event_id = _opt_str(body, "recurringEventId", "event")
+    recurring_event_id = opt_str(body, "recurringEventId", "event")
     if status is EventStatus.CANCELLED:
         # Often only ``id`` is guaranteed; a cancelled instance also has recurringEventId and
         # originalStartTime, and its own id names just that instance.
@@ -204,24 +168,24 @@ def parse_event_item(
     organizer_email = (
         None
         if organizer is None
-        else _opt_str(_obj(organizer, "event.organizer"), "email", "event.organizer")
+        else opt_str(obj(organizer, "event.organizer"), "email", "event.organizer")
     )
     attendees = body.get("attendees", [])
     if not isinstance(attendees, list):
         raise MalformedPayload("event.attendees is not a list")
-    updated = _opt_str(body, "updated", "event")
+    updated = opt_str(body, "updated", "event")
     return Event(
         id=event_id,
         calendar_id=calendar_id,
         status=status,
         timing=timing,
-        title=_opt_str(body, "summary", "event"),
-        description=_opt_str(body, "description", "event"),
-        location=_opt_str(body, "location", "event"),
+        title=opt_str(body, "summary", "event"),
+        description=opt_str(body, "description", "event"),
+        location=opt_str(body, "location", "event"),
         organizer_email=organizer_email,
         attendees_count=len(attendees),
-        etag=_opt_str(body, "etag", "event"),
-        ical_uid=_opt_str(body, "iCalUID", "event"),
+        etag=opt_str(body, "etag", "event"),
+        ical_uid=opt_str(body, "iCalUID", "event"),
         recurring_event_id=recurring_event_id,
         updated_at=None if updated is None else parse_rfc3339(updated, "event.updated"),
         raw=body,
@@ -241,19 +205,19 @@ def parse_live_event(item: object, calendar_id: str) -> Event:
 
 def parse_calendar_entry(entry: object) -> CalendarInfo:
     """One calendarList ``items[]`` entry; ``summaryOverride`` (the user's name) wins."""
-    body = _obj(entry, "calendarListEntry")
+    body = obj(entry, "calendarListEntry")
     calendar_id = read_str(body, "id", "calendarListEntry")
     name = (
-        _opt_str(body, "summaryOverride", "calendarListEntry")
-        or _opt_str(body, "summary", "calendarListEntry")
+        opt_str(body, "summaryOverride", "calendarListEntry")
+        or opt_str(body, "summary", "calendarListEntry")
         or calendar_id
     )
-    role = _opt_str(body, "accessRole", "calendarListEntry")
+    role = opt_str(body, "accessRole", "calendarListEntry")
     return CalendarInfo(
         id=calendar_id,
         name=name,
-        primary=_opt_bool(body, "primary", "calendarListEntry"),
-        time_zone=_opt_str(body, "timeZone", "calendarListEntry"),
+        primary=opt_bool(body, "primary", "calendarListEntry"),
+        time_zone=opt_str(body, "timeZone", "calendarListEntry"),
         access_role=role,
         synced=role not in _UNSYNCABLE_ROLES,
         raw=body,

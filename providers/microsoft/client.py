@@ -28,12 +28,13 @@ import aiohttp
 from yarl import URL
 
 from config.settings import Settings
+from providers import payload
 from providers.errors import Permanent, ProviderError, SyncStateExpired, Transient
 from providers.http import HttpResponse, parse_retry_after, send
 from providers.microsoft import cursor as cursors
 from providers.microsoft import mapping
 from providers.microsoft.auth import MicrosoftTokenRefresher
-from providers.microsoft.mapping import PRIMARY, MalformedPayload
+from providers.microsoft.mapping import PRIMARY
 from providers.microsoft.notifications import parse_notifications
 from providers.models import (
     CalendarInfo,
@@ -46,6 +47,7 @@ from providers.models import (
     SyncWindow,
     TokenGrant,
 )
+from providers.payload import MalformedPayload
 
 PROVIDER = "microsoft"
 DEFAULT_PAGE_SIZE = 100  # Prefer: odata.maxpagesize; Graph may send fewer (or none) per page
@@ -541,8 +543,8 @@ def _link(body: Mapping[str, Any], key: str) -> str | None:
 def _channel(body: Mapping[str, Any], calendar_id: str, token: str, operation: str) -> PushChannel:
     """A subscription body as a ``PushChannel`` (clientState kept out of ``raw``)."""
     try:
-        subscription_id = mapping.read_str(body, "id", "subscription")
-        expiry = mapping.opt_str(body, "expirationDateTime", "subscription")
+        subscription_id = payload.read_str(body, "id", "subscription")
+        expiry = payload.opt_str(body, "expirationDateTime", "subscription")
         expires_at = (
             None
             if expiry is None

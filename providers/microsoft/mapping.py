@@ -39,6 +39,7 @@ from providers.models import (
     EventStatus,
     EventTiming,
 )
+from providers.payload import MalformedPayload, obj, opt_bool, opt_str, read_str
 
 PROVIDER = "microsoft"
 PRIMARY = "primary"  # our id for the account's default calendar (Graph's id stays in raw)
@@ -51,47 +52,6 @@ THROTTLE_CODES = frozenset({"toomanyrequests", "applicationthrottled", "activity
 
 # A fixed namespace, so a transactionId depends on the idempotency key alone.
 _TRANSACTION_NAMESPACE = uuid.UUID("6f1c1f9e-3b8e-5a51-9d1e-6c8f0f7d2a41")
-
-
-class MalformedPayload(ValueError):
-    """A Graph response did not have the documented shape (the message names the field)."""
-
-
-# --- small typed readers -------------------------------------------------------------------
-
-
-def obj(value: object, what: str) -> Mapping[str, Any]:
-    """``value`` as a JSON object; MalformedPayload naming ``what`` otherwise."""
-    if not isinstance(value, Mapping):
-        raise MalformedPayload(f"{what} is not a JSON object")
-    return value
-
-
-def opt_str(item: Mapping[str, Any], key: str, what: str) -> str | None:
-    """An optional string field (absent or null is None)."""
-    value = item.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MalformedPayload(f"{what}.{key} is not a string")
-    return value
-
-
-def read_str(item: Mapping[str, Any], key: str, what: str) -> str:
-    """A required non-empty string field."""
-    value = opt_str(item, key, what)
-    if not value:
-        raise MalformedPayload(f"{what}.{key} is missing")
-    return value
-
-
-def _opt_bool(item: Mapping[str, Any], key: str, what: str) -> bool:
-    value = item.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise MalformedPayload(f"{what}.{key} is not a boolean")
-    return value
 
 
 def parse_instant(text: str, what: str) -> datetime:
@@ -157,7 +117,7 @@ def parse_timing(body: Mapping[str, Any], what: str = "event") -> EventTiming:
     start = obj(body.get("start"), f"{what}.start")
     end = obj(body.get("end"), f"{what}.end")
     try:
-        if _opt_bool(body, "isAllDay", what):
+        if opt_bool(body, "isAllDay", what):
             # All-day events are midnights in whatever zone Graph renders them in: the date
             # part is the day, and the end midnight is already exclusive.
             return EventTiming(
@@ -210,7 +170,7 @@ def parse_event_item(item: object, calendar_id: str) -> Event | EventRemoval | N
     kind = opt_str(body, "type", "event")
     if kind == "seriesMaster":
         return None
-    status = EventStatus.CANCELLED if _opt_bool(body, "isCancelled", "event") else None
+    status = EventStatus.CANCELLED if opt_bool(body, "isCancelled", "event") else None
     attendees = body.get("attendees")
     attendees = [] if attendees is None else attendees
     if not isinstance(attendees, list):
@@ -256,8 +216,8 @@ def parse_calendar(entry: object, *, sync_others: bool) -> CalendarInfo:
     are ``synced`` only when syncing them (beta delta) is enabled."""
     body = obj(entry, "calendar")
     graph_id = read_str(body, "id", "calendar")
-    primary = _opt_bool(body, "isDefaultCalendar", "calendar")
-    can_edit = _opt_bool(body, "canEdit", "calendar")
+    primary = opt_bool(body, "isDefaultCalendar", "calendar")
+    can_edit = opt_bool(body, "canEdit", "calendar")
     return CalendarInfo(
         id=PRIMARY if primary else graph_id,
         name=opt_str(body, "name", "calendar") or graph_id,
