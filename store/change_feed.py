@@ -1,0 +1,179 @@
+"""The change feed: ``changes`` rows written with each change, relayed to a Redis Stream.
+
+Writers call ``record_changes`` in the transaction that makes the change, so a change row exists
+if and only if the change committed. The relay (``publish_pending``) then publishes them.
+
+Contract (at-least-once, deduplicate by ``change_id``):
+- The relay reads unpublished rows in id order, XADDs each to the stream, and only then marks
+  them ``published_at``. A crash between the XADD and that UPDATE publishes the same rows again
+  on the next run: nothing is lost, something may repeat. Consumers keep the highest (or a set
+  of) ``change_id`` they applied and skip repeats.
+- One relay publishes at a time (session advisory lock per schema), so a run's entries are in
+  id order and two relays never interleave.
+- One account's changes are written one transaction at a time (its actor, fenced), so within an
+  account stream order is id order is commit order. Across accounts a lower id committed late is
+  published after higher ones (it is still published: the relay selects by ``published_at``).
+
+Stream entry fields (all strings): ``change_id``, ``account_id`` (uuid), ``calendar_id``,
+``event_id``, ``kind`` (created, updated, deleted), ``origin`` (provider, outbound), ``etag``
+("" when unknown), ``created_at`` (ISO 8601, UTC). The stream is not trimmed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, cast
+from uuid import UUID
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from store.db import PgPool, Queryable
+
+ChangeKind = Literal["created", "updated", "deleted"]
+Origin = Literal["provider", "outbound"]
+
+DEFAULT_STREAM = "iw:changes"
+# First half of the relay's two-key advisory lock (store.migrate uses 0x1A7E_0001); the second
+# is hashtext(current_schema()), so deployments sharing a database do not block each other.
+RELAY_LOCK_NAMESPACE = 0x1A7E_0002
+
+_COLUMNS = "id, account_id, calendar_id, event_id, kind, origin, etag, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """A row of ``changes`` (without its publication time)."""
+
+    id: int
+    account_id: UUID
+    calendar_id: str
+    event_id: str
+    kind: ChangeKind
+    origin: Origin
+    etag: str | None
+    created_at: datetime
+
+
+def _change(row: asyncpg.Record) -> ChangeRow:
+    return ChangeRow(
+        id=row["id"],
+        account_id=row["account_id"],
+        calendar_id=row["calendar_id"],
+        event_id=row["event_id"],
+        kind=cast(ChangeKind, row["kind"]),
+        origin=cast(Origin, row["origin"]),
+        etag=row["etag"],
+        created_at=row["created_at"],
+    )
+
+
+async def record_changes(
+    conn: Queryable,
+    account_id: UUID,
+    calendar_id: str,
+    items: Sequence[tuple[str, ChangeKind, str | None]],
+    *,
+    origin: Origin,
+) -> list[ChangeRow]:
+    """Insert ``(event_id, kind, etag)`` changes in the given order (ids ascend); the rows."""
+    if not items:
+        return []
+    event_ids, kinds, etags = (list(column) for column in zip(*items, strict=True))
+    rows = await conn.fetch(
+        "INSERT INTO changes (account_id, calendar_id, event_id, kind, origin, etag)"
+        " SELECT $1, $2, t.event_id, t.kind, $3, t.etag"
+        " FROM unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY"
+        " AS t(event_id, kind, etag, ord) ORDER BY t.ord"
+        f" RETURNING {_COLUMNS}",
+        account_id,
+        calendar_id,
+        origin,
+        event_ids,
+        kinds,
+        etags,
+    )
+    return sorted((_change(r) for r in rows), key=lambda c: c.id)
+
+
+def stream_fields(change: ChangeRow) -> dict[str, str]:
+    """The stream entry of one change (see the module docstring)."""
+    return {
+        "change_id": str(change.id),
+        "account_id": str(change.account_id),
+        "calendar_id": change.calendar_id,
+        "event_id": change.event_id,
+        "kind": change.kind,
+        "origin": change.origin,
+        "etag": change.etag or "",
+        "created_at": change.created_at.astimezone(UTC).isoformat(),
+    }
+
+
+async def fetch_pending(conn: Queryable, batch: int) -> list[ChangeRow]:
+    """Up to ``batch`` unpublished changes, lowest id first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM changes WHERE published_at IS NULL ORDER BY id LIMIT $1", batch
+    )
+    return [_change(r) for r in rows]
+
+
+async def xadd_changes(redis: Redis, stream: str, changes: Sequence[ChangeRow]) -> None:
+    """XADD the changes in order, in one round trip (no MULTI: order is all we need)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for change in changes:
+            fields: dict[FieldT, EncodableT] = {k: v for k, v in stream_fields(change).items()}
+            pipe.xadd(stream, fields)
+        await pipe.execute()
+
+
+async def mark_published(conn: Queryable, ids: Sequence[int]) -> None:
+    """Record that these changes are in the stream."""
+    await conn.execute(
+        "UPDATE changes SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+    )
+
+
+async def publish_pending(
+    pool: PgPool, redis: Redis, *, stream: str = DEFAULT_STREAM, batch: int = 500
+) -> int:
+    """Publish every unpublished change; the number published (0 if another relay runs)."""
+    async with pool.acquire() as conn:
+        locked = await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", RELAY_LOCK_NAMESPACE
+        )
+        if not locked:
+            return 0
+        try:
+            total = 0
+            while pending := await fetch_pending(conn, batch):
+                await xadd_changes(redis, stream, pending)
+                # A crash here republishes this batch next run (at-least-once, see above).
+                await mark_published(conn, [c.id for c in pending])
+                total += len(pending)
+                if len(pending) < batch:
+                    break
+            return total
+        finally:
+            # The pool's reset on release also unlocks, should this statement not run.
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1, hashtext(current_schema()))", RELAY_LOCK_NAMESPACE
+            )
+
+
+async def run_relay(
+    pool: PgPool,
+    redis: Redis,
+    *,
+    stream: str = DEFAULT_STREAM,
+    interval_s: float = 0.5,
+    batch: int = 500,
+) -> None:
+    """Publish pending changes every ``interval_s`` until cancelled; errors propagate."""
+    while True:
+        await publish_pending(pool, redis, stream=stream, batch=batch)
+        await asyncio.sleep(interval_s)

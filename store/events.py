@@ -1,0 +1,235 @@
+"""Stored events: applying provider sync pages (with mark-and-sweep) and exporting them.
+
+Invariants:
+- ``apply_sync_page`` runs inside the caller's (fenced) transaction and writes the page, its
+  change-feed rows and its continuation (cursor or delta token) together: a crash resumes from
+  the last committed page, and re-applying a page changes nothing and records nothing.
+- A change is recorded only for a real difference: ``created`` for a new row, ``updated`` when a
+  stored field (etag and raw included) differs, ``deleted`` for a row that existed.
+- Mark-and-sweep, never wipe-and-reload: each page writes ``seen_round = round``; the last page
+  of a full round deletes the calendar's events that the round did not see. Unchanged events
+  survive without a change, so consumers see only what really went away.
+- Work is set-based: one statement per kind (upserts, removals, sweep, changes, continuation)
+  whatever the page size.
+- Changes of one page are numbered in page order: upserts, then removals, then the sweep by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from providers.models import Event, EventRemoval, SyncPage
+from store.calendars import get_calendar_state
+from store.change_feed import ChangeKind, ChangeRow, record_changes
+from store.db import Queryable
+
+# The stored fields an upsert compares and writes, with their SQL types (unnest arrays).
+_FIELDS: tuple[tuple[str, str], ...] = (
+    ("status", "text"),
+    ("all_day", "bool"),
+    ("start_date", "date"),
+    ("end_date", "date"),
+    ("start_at", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("time_zone", "text"),
+    ("title", "text"),
+    ("description", "text"),
+    ("location", "text"),
+    ("organizer_email", "text"),
+    ("attendees_count", "int"),
+    ("etag", "text"),
+    ("ical_uid", "text"),
+    ("recurring_event_id", "text"),
+    ("provider_updated_at", "timestamptz"),
+    ("raw", "jsonb"),
+)
+
+
+def _upsert_sql() -> str:
+    names = [name for name, _ in _FIELDS]
+    arrays = ", ".join(f"${i}::{sql_type}[]" for i, (_, sql_type) in enumerate(_FIELDS, start=5))
+
+    def row(alias: str) -> str:
+        return "(" + ", ".join(f"{alias}.{n}" for n in names) + ")"
+
+    # $1 account, $2 calendar, $3 round, $4 ids, $5.. one array per field. ``diff`` reads the
+    # rows as they were before the insert (one snapshot for the whole statement).
+    return (
+        f"WITH input AS (SELECT * FROM unnest($4::text[], {arrays}) WITH ORDINALITY"
+        f" AS t(id, {', '.join(names)}, ord)),"
+        f" diff AS (SELECT i.*, e.id IS NULL AS is_new,"
+        f" {row('e')} IS DISTINCT FROM {row('i')} AS differs, e.seen_round AS old_seen"
+        f" FROM input i LEFT JOIN events e"
+        f" ON e.account_id = $1 AND e.calendar_id = $2 AND e.id = i.id),"
+        f" written AS (INSERT INTO events AS e (account_id, calendar_id, id, {', '.join(names)},"
+        f" seen_round) SELECT $1, $2, d.id, {', '.join('d.' + n for n in names)}, $3"
+        f" FROM diff d WHERE d.differs OR d.old_seen < $3"
+        f" ON CONFLICT (account_id, calendar_id, id) DO UPDATE SET"
+        f" {', '.join(f'{n} = EXCLUDED.{n}' for n in names)}, seen_round = EXCLUDED.seen_round,"
+        f" updated_at = CASE WHEN {row('e')} IS DISTINCT FROM {row('EXCLUDED')}"
+        f" THEN now() ELSE e.updated_at END RETURNING 1)"
+        f" SELECT d.id, d.is_new, d.etag FROM diff d WHERE d.differs ORDER BY d.ord"
+    )
+
+
+_UPSERT_SQL = _upsert_sql()
+
+
+class RoundMismatch(ValueError):
+    """A page's ``full_sync`` disagrees with the calendar's round (start_full_round missing)."""
+
+
+def _columns(events: Sequence[Event]) -> list[list[Any]]:
+    """One list per ``_FIELDS`` entry, in the same order."""
+    rows = [
+        (
+            e.status.value,
+            e.timing.all_day,
+            e.timing.start_date,
+            e.timing.end_date,
+            e.timing.start_at,
+            e.timing.end_at,
+            e.timing.time_zone,
+            e.title,
+            e.description,
+            e.location,
+            e.organizer_email,
+            e.attendees_count,
+            e.etag,
+            e.ical_uid,
+            e.recurring_event_id,
+            e.updated_at,
+            orjson.dumps(dict(e.raw)).decode(),
+        )
+        for e in events
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in _FIELDS]
+
+
+def _check_calendar(calendar_id: str, items: Sequence[Event | EventRemoval]) -> None:
+    for item in items:
+        if item.calendar_id != calendar_id:
+            raise ValueError(
+                f"event {item.id!r} belongs to {item.calendar_id!r}, not {calendar_id!r}"
+            )
+
+
+async def _upsert(
+    conn: Queryable, account_id: UUID, calendar_id: str, round_: int, upserts: Sequence[Event]
+) -> list[tuple[str, ChangeKind, str | None]]:
+    # The last copy of a repeated id wins: ON CONFLICT may touch a row only once per statement.
+    latest = {e.id: e for e in upserts}
+    events = list(latest.values())
+    rows = await conn.fetch(
+        _UPSERT_SQL, account_id, calendar_id, round_, [e.id for e in events], *_columns(events)
+    )
+    return [(r["id"], "created" if r["is_new"] else "updated", r["etag"]) for r in rows]
+
+
+async def _remove(
+    conn: Queryable, account_id: UUID, calendar_id: str, removals: Sequence[EventRemoval]
+) -> list[tuple[str, ChangeKind, str | None]]:
+    ids = list(dict.fromkeys(r.id for r in removals))
+    rows = await conn.fetch(
+        "DELETE FROM events WHERE account_id = $1 AND calendar_id = $2 AND id = ANY($3::text[])"
+        " RETURNING id, etag",
+        account_id,
+        calendar_id,
+        ids,
+    )
+    etags = {r["id"]: r["etag"] for r in rows}
+    return [(i, "deleted", etags[i]) for i in ids if i in etags]
+
+
+async def _sweep(
+    conn: Queryable, account_id: UUID, calendar_id: str, round_: int
+) -> list[tuple[str, ChangeKind, str | None]]:
+    rows = await conn.fetch(
+        "DELETE FROM events WHERE account_id = $1 AND calendar_id = $2 AND seen_round < $3"
+        " RETURNING id, etag",
+        account_id,
+        calendar_id,
+        round_,
+    )
+    return sorted((r["id"], "deleted", r["etag"]) for r in rows)
+
+
+async def apply_sync_page(
+    conn: Queryable, account_id: UUID, calendar_id: str, page: SyncPage
+) -> list[ChangeRow]:
+    """Store one page, its changes and its continuation; call it inside a fenced transaction."""
+    _check_calendar(calendar_id, page.upserts)
+    _check_calendar(calendar_id, page.removals)
+    state = await get_calendar_state(conn, account_id, calendar_id, for_update=True)
+    if state is None:
+        raise LookupError(f"calendar {calendar_id!r} of account {account_id} does not exist")
+    if page.full_sync != state.full_round:
+        raise RoundMismatch(
+            f"calendar {calendar_id!r}: page full_sync={page.full_sync}, "
+            f"calendar full_round={state.full_round}"
+        )
+    changes: list[tuple[str, ChangeKind, str | None]] = []
+    if page.upserts:
+        changes += await _upsert(conn, account_id, calendar_id, state.round, page.upserts)
+    if page.removals:
+        changes += await _remove(conn, account_id, calendar_id, page.removals)
+    if page.next_cursor is not None:
+        await conn.execute(
+            "UPDATE calendars SET sync_cursor = $3 WHERE account_id = $1 AND id = $2",
+            account_id,
+            calendar_id,
+            page.next_cursor,
+        )
+    else:
+        if state.full_round:
+            changes += await _sweep(conn, account_id, calendar_id, state.round)
+        await conn.execute(
+            "UPDATE calendars SET delta_token = $3, sync_cursor = NULL, full_round = false,"
+            " last_synced_at = now() WHERE account_id = $1 AND id = $2",
+            account_id,
+            calendar_id,
+            page.delta_token,
+        )
+    return await record_changes(conn, account_id, calendar_id, changes, origin="provider")
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _export(row: asyncpg.Record) -> dict[str, Any]:
+    if row["all_day"]:
+        start, end = row["start_date"].isoformat(), row["end_date"].isoformat()
+    else:
+        start, end = _utc(row["start_at"]), _utc(row["end_at"])
+    return {
+        "calendar_id": row["calendar_id"],
+        "id": row["id"],
+        "status": row["status"],
+        "all_day": row["all_day"],
+        "start": start,
+        "end": end,
+        "title": row["title"],
+    }
+
+
+async def export_events(conn: Queryable, account_id: UUID) -> list[dict[str, Any]]:
+    """The account's events in provider-neutral, JSON-ready form, by calendar and id.
+
+    Events of calendars marked removed are left out: the provider no longer lists them.
+    Timed events give UTC instants (ISO 8601), all-day events dates (end exclusive).
+    """
+    rows = await conn.fetch(
+        "SELECT e.calendar_id, e.id, e.status, e.all_day, e.start_date, e.end_date,"
+        " e.start_at, e.end_at, e.title FROM events e JOIN calendars c"
+        " ON c.account_id = e.account_id AND c.id = e.calendar_id"
+        " WHERE e.account_id = $1 AND c.removed_at IS NULL ORDER BY e.calendar_id, e.id",
+        account_id,
+    )
+    return [_export(r) for r in rows]

@@ -1,0 +1,102 @@
+"""Shard fencing against a real database: epochs, stale writers, and the FOR SHARE handshake."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from store.db import PgPool
+from store.fencing import StaleEpoch, current_epoch, fenced_transaction, take_shard
+
+
+async def _marker_count(pool: PgPool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM shard_epochs WHERE shard >= 100"))
+
+
+async def _wait_until_blocked_on_lock(pool: PgPool, pid: int) -> None:
+    """Poll pg_stat_activity until backend ``pid`` waits on a heavyweight lock."""
+    async with asyncio.timeout(10):
+        while True:
+            wait = await pool.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            if wait == "Lock":
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_take_shard_increments_the_epoch(pool: PgPool) -> None:
+    assert await current_epoch(pool, 3) is None
+    assert await take_shard(pool, 3, "replica-a") == 1
+    assert await take_shard(pool, 3, "replica-b") == 2
+    assert await take_shard(pool, 4, "replica-b") == 1
+    row = await pool.fetchrow("SELECT epoch, owner, taken_at FROM shard_epochs WHERE shard = 3")
+    assert row is not None
+    assert (row["epoch"], row["owner"]) == (2, "replica-b")
+    assert row["taken_at"] is not None
+
+
+async def test_current_epoch_commits(pool: PgPool) -> None:
+    epoch = await take_shard(pool, 0, "a")
+    async with fenced_transaction(pool, 0, epoch) as conn:
+        await conn.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
+    assert await _marker_count(pool) == 1
+
+
+async def test_stale_epoch_raises_and_writes_nothing(pool: PgPool) -> None:
+    old = await take_shard(pool, 0, "a")
+    await take_shard(pool, 0, "b")
+    ran = False
+    with pytest.raises(StaleEpoch) as caught:
+        async with fenced_transaction(pool, 0, old) as conn:
+            ran = True
+            await conn.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
+    assert not ran
+    assert (caught.value.held, caught.value.current) == (1, 2)
+    assert await _marker_count(pool) == 0
+
+
+async def test_never_taken_shard_is_stale(pool: PgPool) -> None:
+    with pytest.raises(StaleEpoch):
+        async with fenced_transaction(pool, 9, 1):
+            pass
+
+
+async def test_error_in_block_rolls_back(pool: PgPool) -> None:
+    epoch = await take_shard(pool, 0, "a")
+    with pytest.raises(RuntimeError):
+        async with fenced_transaction(pool, 0, epoch) as conn:
+            await conn.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
+            raise RuntimeError("boom")
+    assert await _marker_count(pool) == 0
+
+
+async def test_taker_waits_for_in_flight_fenced_write(pool: PgPool) -> None:
+    epoch = await take_shard(pool, 0, "a")
+    async with pool.acquire() as taker:
+        taker_pid = taker.get_server_pid()
+        async with fenced_transaction(pool, 0, epoch) as conn:
+            take = asyncio.create_task(take_shard(taker, 0, "b"))
+            # The taker's UPDATE queues behind our FOR SHARE lock instead of overtaking us.
+            await _wait_until_blocked_on_lock(pool, taker_pid)
+            assert not take.done()
+            await conn.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
+        # Our commit releases the lock; the taker then gets the next epoch.
+        assert await asyncio.wait_for(take, 10) == epoch + 1
+    assert await _marker_count(pool) == 1
+    with pytest.raises(StaleEpoch):
+        async with fenced_transaction(pool, 0, epoch):
+            pass
+    async with fenced_transaction(pool, 0, epoch + 1):
+        pass
+
+
+async def test_fenced_writers_share_the_epoch_row(pool: PgPool) -> None:
+    epoch = await take_shard(pool, 0, "a")
+    async with fenced_transaction(pool, 0, epoch) as first:
+        # A second writer of the same owner is not blocked by the first (share locks).
+        async with asyncio.timeout(10), fenced_transaction(pool, 0, epoch) as second:
+            await second.execute("INSERT INTO shard_epochs (shard) VALUES (101)")
+        await first.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
+    assert await _marker_count(pool) == 2
