@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     microsoft_sync_other_calendars: bool = False
     # Extra CA certificates to trust (a test identity server / Graph emulator); system CAs stay.
     ca_bundle: Path | None = None
+    gateway_host: str = "127.0.0.1"  # the webhook gateway's listen address (behind a TLS proxy)
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
 
     @classmethod
     def settings_customise_sources(

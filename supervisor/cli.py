@@ -88,6 +88,17 @@ async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
     await serve(args.host, args.port)
 
 
+async def _gateway(settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.serve import serve  # noqa: PLC0415 - only the gateway process needs it
+
+    await serve(
+        settings,
+        host=settings.gateway_host if args.host is None else args.host,
+        port=settings.gateway_port if args.port is None else args.port,
+        max_body_bytes=settings.gateway_max_body_bytes,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="integration-worker",
@@ -106,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser("rotate-keys", help="re-encrypt credentials under the active key")
     rotate.add_argument("--batch-size", type=int, default=500)
     rotate.set_defaults(run=_rotate_keys)
+    gateway = commands.add_parser("gateway", help="run the stateless webhook gateway")
+    gateway.add_argument("--host", default=None, help="listen address (IW_GATEWAY_HOST)")
+    gateway.add_argument("--port", type=int, default=None, help="listen port (IW_GATEWAY_PORT)")
+    gateway.set_defaults(run=_gateway)
     emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
     emulator.add_argument(
         "provider", choices=["google", "microsoft"], help="which provider to emulate"

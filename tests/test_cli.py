@@ -324,3 +324,31 @@ async def test_microsoft_emulator_command_serves_https_with_its_own_ca(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_gateway_command_serves_until_stopped(database_url: str, services: Services) -> None:
+    port = free_port()
+    env = cli_env(database_url, services.redis_url, IW_GATEWAY_PORT=str(port))
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "gateway", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:  # until it listens
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        assert response.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            headers = {"X-Goog-Channel-ID": "nobody", "X-Goog-Resource-State": "exists"}
+            headers |= {"X-Goog-Message-Number": "5", "X-Goog-Resource-ID": "r"}
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/google", headers=headers) as r:
+                assert r.status == 404  # no such channel: refused, nothing appended
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

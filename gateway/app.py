@@ -1,0 +1,247 @@
+"""The webhook gateway's aiohttp application: verify provider notifications, append them to
+their shard's Redis Stream, answer. It never syncs inline and holds no state but counters.
+
+Invariants:
+- a 2xx answer to a notification is sent only after every verified entry of the request was
+  appended (XADD returned), so a notification the provider considers delivered is in Redis;
+- a failing dependency (Postgres, Redis, the ``timeout_s`` deadline) or any unexpected error is
+  answered 503 (providers retry 5xx), never 500, and no answer carries error details;
+- tokens, clientStates and validation tokens are never logged, and query strings are not either;
+- statuses (docs/streams.md): Google 202 appended, 200 verified sync (not appended), 400
+  malformed, 403 bad token or resource id, 404 unknown channel, 410 expired channel, 413 body too
+  large; Graph 200 handshake, 202 when at least one item was appended or none was rejected,
+  403 when every item was rejected, 400, 413, 415 for a non-JSON content type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.limits import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_body
+from gateway.streams import StreamEntry, append, entry_for
+from gateway.verify import Rejection, plausible_id, verify
+from providers.errors import InvalidNotification
+from providers.google import notifications as google
+from providers.microsoft import notifications as microsoft
+from providers.models import Notification, NotificationKind
+from store.channels import get_channel, get_channels
+from store.db import Queryable
+
+log = structlog.get_logger("gateway")
+
+GOOGLE_PATH = "/webhooks/google"
+MICROSOFT_PATH = "/webhooks/microsoft"
+MICROSOFT_LIFECYCLE_PATH = "/webhooks/microsoft/lifecycle"
+HEALTH_PATH = "/healthz"
+DEFAULT_TIMEOUT_S = 2.0  # under Graph's 3 s delivery budget, so a slow Redis is a 503, not slow
+
+# Google treats any status but 2xx/5xx as a failed message and does not retry it.
+_GOOGLE_STATUS = {
+    Rejection.UNKNOWN_CHANNEL: 404,
+    Rejection.BAD_TOKEN: 403,
+    Rejection.RESOURCE_MISMATCH: 403,
+    Rejection.EXPIRED: 410,
+}
+# What a dependency failure looks like; anything else is a bug and is logged with a traceback.
+_DEPENDENCY_ERRORS = (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass(slots=True)
+class GatewayStatistics:
+    """In-process counters of one gateway; ``rejected`` is keyed by ``Rejection`` value."""
+
+    requests: int = 0  # webhook requests, handshakes included
+    handshakes: int = 0  # Graph validation requests answered
+    received: int = 0  # notifications parsed from well-formed requests
+    appended: int = 0  # stream entries written
+    acknowledged: int = 0  # verified Google sync messages (answered, not appended)
+    unavailable: int = 0  # requests answered 503
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, reason: Rejection, count: int = 1) -> None:
+        """Count ``count`` notifications or requests refused for ``reason``."""
+        self.rejected[reason.value] += count
+
+
+STATS = web.AppKey("gateway_statistics", GatewayStatistics)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _empty(status: int) -> web.Response:
+    return web.Response(status=status)
+
+
+class _Gateway:
+    """The handlers, bound to one pool, one Redis client and one set of counters."""
+
+    def __init__(
+        self,
+        pool: Queryable,
+        redis: Redis,
+        stats: GatewayStatistics,
+        *,
+        max_body_bytes: int,
+        timeout_s: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._stats = stats
+        self._max_body_bytes = max_body_bytes
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def _refuse(self, provider: str, reason: Rejection, status: int) -> web.Response:
+        self._stats.reject(reason)
+        log.info("request refused", provider=provider, reason=reason.value, status=status)
+        return _empty(status)
+
+    def _drop(self, provider: str, notification: Notification, reason: Rejection) -> None:
+        self._stats.reject(reason)
+        # An implausible id is attacker-chosen text; only a well-formed one is worth logging.
+        channel_id = notification.channel_id if plausible_id(notification.channel_id) else None
+        log.info(
+            "notification rejected", provider=provider, reason=reason.value, channel_id=channel_id
+        )
+
+    async def _append(self, entries: list[StreamEntry]) -> None:
+        await append(self._redis, entries)
+        self._stats.appended += len(entries)
+
+    async def google(self, request: web.Request) -> web.Response:
+        """``POST /webhooks/google``: one push notification in the ``X-Goog-*`` headers."""
+        try:
+            body = await read_body(request, self._max_body_bytes)
+            (notification,) = google.parse_notifications(request.headers, body)
+        except BodyTooLarge:
+            return self._refuse("google", Rejection.TOO_LARGE, 413)
+        except InvalidNotification:
+            return self._refuse("google", Rejection.MALFORMED, 400)
+        self._stats.received += 1
+        received_at = self._clock()
+        async with asyncio.timeout(self._timeout_s):
+            channel = None
+            if plausible_id(notification.channel_id):
+                channel = await get_channel(self._pool, "google", notification.channel_id)
+            rejection = verify(notification, channel, received_at, check_resource=True)
+            if rejection is not None or channel is None:
+                reason = rejection or Rejection.UNKNOWN_CHANNEL
+                self._drop("google", notification, reason)
+                return _empty(_GOOGLE_STATUS[reason])
+            if notification.kind is NotificationKind.SYNC:
+                # The channel is live and nothing changed: the actor has nothing to do.
+                self._stats.acknowledged += 1
+                return _empty(200)
+            await self._append([entry_for(channel, notification, received_at)])
+        return _empty(202)
+
+    async def microsoft(self, request: web.Request) -> web.Response:
+        """``POST /webhooks/microsoft[/lifecycle]``: the handshake, or a batch of notifications."""
+        token = microsoft.validation_token(request.query)
+        if token is not None:
+            # No database or Redis here: Graph gives the handshake 10 seconds.
+            self._stats.handshakes += 1
+            return web.Response(text=token, content_type="text/plain")
+        if request.content_type != "application/json":
+            return self._refuse("microsoft", Rejection.UNSUPPORTED_MEDIA_TYPE, 415)
+        try:
+            body = await read_body(request, self._max_body_bytes)
+            notifications = microsoft.parse_notifications(request.headers, body)
+        except BodyTooLarge:
+            return self._refuse("microsoft", Rejection.TOO_LARGE, 413)
+        except InvalidNotification:
+            return self._refuse("microsoft", Rejection.MALFORMED, 400)
+        self._stats.received += len(notifications)
+        received_at = self._clock()
+        entries: list[StreamEntry] = []
+        async with asyncio.timeout(self._timeout_s):
+            ids = [n.channel_id for n in notifications if plausible_id(n.channel_id)]
+            channels = await get_channels(self._pool, "microsoft", ids) if ids else {}
+            for notification in notifications:
+                channel = channels.get(notification.channel_id)
+                rejection = verify(notification, channel, received_at)
+                if rejection is not None or channel is None:
+                    self._drop("microsoft", notification, rejection or Rejection.UNKNOWN_CHANNEL)
+                    continue
+                entries.append(entry_for(channel, notification, received_at))
+            await self._append(entries)
+        # A batch that proved nothing genuine is refused; an empty one has nothing to refuse.
+        return _empty(403 if notifications and not entries else 202)
+
+    async def health(self, _request: web.Request) -> web.Response:
+        """``GET /healthz``: the process serves requests (dependencies are not probed)."""
+        return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count webhook requests, log each without its query, and turn any failure into a 503."""
+    stats = request.app[STATS]
+    webhook = request.path.startswith("/webhooks/")
+    if webhook:
+        stats.requests += 1
+    started = time.perf_counter()
+    status = 503
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # the router's 404/405: no details, no traceback
+        status = exc.status
+        raise
+    except (TimeoutError, *_DEPENDENCY_ERRORS) as exc:
+        stats.unavailable += 1
+        log.warning("dependency unavailable", path=request.path, error=type(exc).__name__)
+        return _empty(503)
+    except Exception:
+        stats.unavailable += 1
+        log.exception("unexpected error", path=request.path)
+        return _empty(503)
+    finally:
+        log.debug(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+
+def create_app(
+    pool: Queryable,
+    redis: Redis,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    clock: Callable[[], datetime] = _now,
+) -> web.Application:
+    """The gateway application on an open pool and Redis client (the caller closes both)."""
+    if max_body_bytes < 0:
+        raise ValueError("max_body_bytes must be >= 0")
+    stats = GatewayStatistics()
+    gateway = _Gateway(
+        pool, redis, stats, max_body_bytes=max_body_bytes, timeout_s=timeout_s, clock=clock
+    )
+    # client_max_size also caps request.read()/post(), which no handler here uses.
+    app = web.Application(middlewares=[_guard], client_max_size=max(max_body_bytes, 1))
+    app[STATS] = stats
+    app.router.add_post(GOOGLE_PATH, gateway.google)
+    app.router.add_post(MICROSOFT_PATH, gateway.microsoft)
+    app.router.add_post(MICROSOFT_LIFECYCLE_PATH, gateway.microsoft)
+    app.router.add_get(HEALTH_PATH, gateway.health)
+    return app
