@@ -8,6 +8,7 @@ the child's own task, so an actor never needs a lock for its own state.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ class Actor(Generic[M]):
 
     async def on_message(self, message: M) -> None:
         """Handle one message from the mailbox."""
+
+    async def on_posts(self, key: Hashable, items: list[object]) -> None:
+        """Handle every post of ``key`` that arrived since the last time (coalesced)."""
 
     async def on_deadline(self, name: str) -> None:
         """Handle a deadline armed with ``set_deadline`` or ``set_timer`` that has passed."""

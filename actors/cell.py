@@ -9,6 +9,9 @@ Invariants:
 - an idle cell holds no mailbox (``mailbox is None``): the deque is allocated by the first
   message and dropped once drained, because most actors are idle most of the time;
 - the mailbox never holds more than the supervisor's ``mailbox_capacity`` messages;
+- posts (``post_nowait``) coalesce by key: one pending entry per key however many posts arrive,
+  so they cannot overflow; the actor takes a key's items all at once, and posts that arrive
+  while it handles them make exactly one new entry (one follow-up);
 - ``wake_at`` is when the child's task wants to be woken: the earliest of ``deadlines`` while
   it serves, the end of its backoff while it waits to restart, ``inf`` for never;
 - ``scheduled_at <= wake_at``: the supervisor's heap holds a live entry for the cell at
@@ -23,6 +26,7 @@ import enum
 import math
 import time
 from collections import deque
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from actors.errors import ActorUnavailable, MailboxFull
@@ -80,6 +84,7 @@ class ActorCell(Generic[M]):
         "last_error",
         "last_traceback",
         "mailbox",
+        "posts",
         "probe",
         "restarts",
         "scheduled_at",
@@ -104,6 +109,7 @@ class ActorCell(Generic[M]):
         self.state = ActorState.STARTING
         self.status: str | None = None
         self.mailbox: deque[M] | None = None
+        self.posts: dict[Hashable, list[object]] | None = None  # allocated by the first post
         self.waiter: asyncio.Future[None] | None = None
         self.deadlines: dict[str, float] | None = None
         self.wake_at = INF
@@ -146,11 +152,41 @@ class ActorCell(Generic[M]):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def post_nowait(self, key: Hashable, item: object = None) -> None:
+        """Ask for ``on_posts(key, items)``; posts of a key not yet taken coalesce into one.
+
+        ``item`` (e.g. a stream entry id to acknowledge later) joins the key's items; None adds
+        nothing. Never raises MailboxFull: pending work is bounded by the number of keys.
+        """
+        state = self.state
+        if state is _CLOSED[0] or state is _CLOSED[1] or state is _CLOSED[2] or self.stop_requested:
+            raise ActorUnavailable(f"actor {self.id} is {state.value}")
+        posts = self.posts
+        if posts is None:
+            posts = self.posts = {}
+        items = posts.get(key)
+        if items is None:
+            items = posts[key] = []
+        if item is not None:
+            items.append(item)
+        self.wake()
+
+    def take_posts_nowait(self) -> tuple[Hashable, list[object]] | None:
+        """The oldest pending key and all its items, removed; None when nothing is pending."""
+        posts = self.posts
+        if not posts:
+            return None
+        key = next(iter(posts))
+        items = posts.pop(key)
+        if not posts:
+            self.posts = None  # an idle actor keeps no dict
+        return key, items
+
     @property
     def mailbox_depth(self) -> int:
-        """Messages waiting to be handled."""
-        mailbox = self.mailbox
-        return 0 if mailbox is None else len(mailbox)
+        """Messages and distinct pending post keys waiting to be handled."""
+        mailbox, posts = self.mailbox, self.posts
+        return (0 if mailbox is None else len(mailbox)) + (0 if posts is None else len(posts))
 
     # -- deadlines ---------------------------------------------------------------------------
 

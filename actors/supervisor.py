@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -182,10 +182,17 @@ class Supervisor:
 
     def send_nowait(self, child_id: str, message: Any) -> None:
         """Deliver ``message`` to a child's mailbox; raises MailboxFull or ActorUnavailable."""
+        self._cell(child_id).send_nowait(message)
+
+    def post_nowait(self, child_id: str, key: Hashable, item: object = None) -> None:
+        """Post to a child, coalescing by ``key``; raises ActorUnavailable."""
+        self._cell(child_id).post_nowait(key, item)
+
+    def _cell(self, child_id: str) -> ActorCell[Any]:
         cell = self.registry.get(child_id)
         if cell is None:
             raise ActorUnavailable(f"no actor {child_id}")
-        cell.send_nowait(message)
+        return cell
 
     # -- operator actions --------------------------------------------------------------------------
 
@@ -311,6 +318,13 @@ class Supervisor:
                             if burst >= _FAIRNESS_BURST:
                                 burst = 0
                                 await asyncio.sleep(0)
+                            continue
+                        if cell.posts:
+                            taken = cell.take_posts_nowait()
+                            assert taken is not None
+                            cell.state = ActorState.BUSY
+                            await actor.on_posts(*taken)
+                            cell.last_activity = time.time()
                             continue
                         burst = 0
                         cell.state = ActorState.IDLE
@@ -442,7 +456,7 @@ class Supervisor:
 
     def _finish(self, cell: ActorCell[Any], state: ActorState, *, forget: bool = False) -> None:
         cell.state = state
-        cell.mailbox = None
+        cell.mailbox = cell.posts = None
         cell.clear_deadlines()
         if forget:
             self.registry.remove(cell)

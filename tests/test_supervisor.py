@@ -6,6 +6,7 @@ import asyncio
 import io
 import random
 from collections import Counter, defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import orjson
@@ -40,6 +41,7 @@ class World:
     handled: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     stops: list[str] = field(default_factory=list)
     deadlines: list[tuple[str, str, float]] = field(default_factory=list)
+    posts: list[tuple[object, list[object]]] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -74,6 +76,11 @@ class Probe(Actor[str]):
             self.set_timer(message, float(message.split(":")[1]))
         self.incarnation_handled += 1
         self.world.handled[self.id].append(message)
+
+    async def on_posts(self, key: Hashable, items: list[object]) -> None:
+        self.world.posts.append((key, items))
+        if key == "slow":
+            await self.world.gate.wait()
 
     async def on_deadline(self, name: str) -> None:
         self.world.deadlines.append((self.id, name, asyncio.get_running_loop().time()))
@@ -462,3 +469,47 @@ async def test_a_release_that_fails_to_start_stays_quarantined() -> None:
         world.fail_start.clear()
         released = await sup.release("a")
         assert state(released) is ActorState.IDLE and released.restarts == 0
+
+
+async def test_posts_coalesce_by_key_and_cost_one_follow_up() -> None:
+    world = World()
+    async with supervisor(mailbox_capacity=1) as sup:
+        cell = await sup.start_child("a", spec(world))
+        for entry in range(100):  # a burst for one calendar: far beyond the mailbox capacity
+            sup.post_nowait("a", ("sync", "cal-1"), f"1-{entry}")
+        sup.post_nowait("a", ("sync", "cal-2"))
+        assert cell.mailbox_depth == 2  # two keys pending, whatever the burst size
+        await settle()
+        assert [key for key, _ in world.posts] == [("sync", "cal-1"), ("sync", "cal-2")]
+        assert world.posts[0][1] == [f"1-{entry}" for entry in range(100)]
+        assert world.posts[1][1] == []
+        assert cell.posts is None  # an idle actor keeps no dict
+
+        world.posts.clear()
+        sup.post_nowait("a", "slow", "first")
+        await settle()  # on_posts is running and blocked
+        for entry in range(5):  # arriving during the handling of "slow"
+            sup.post_nowait("a", "slow", f"late-{entry}")
+        world.gate.set()
+        await settle()
+        assert world.posts == [("slow", ["first"]), ("slow", [f"late-{e}" for e in range(5)])]
+
+
+async def test_posts_wait_out_a_restart_and_are_refused_once_quarantined() -> None:
+    world = World()
+    async with supervisor() as sup:
+        cell = await sup.start_child("a", spec(world))
+        cell.send_nowait("crash")
+        await settle()
+        assert state(cell) is ActorState.BACKOFF
+        sup.post_nowait("a", "sync", "kept")
+        await asyncio.sleep(10)
+        assert world.posts == [("sync", ["kept"])]  # delivered to the next incarnation
+        for _ in range(POLICY.max_restarts):  # the first crash already used one restart
+            cell.send_nowait("crash")
+            await asyncio.sleep(10)
+        assert state(cell) is ActorState.QUARANTINED
+        with pytest.raises(ActorUnavailable):
+            sup.post_nowait("a", "sync")
+        with pytest.raises(ActorUnavailable):
+            sup.post_nowait("nobody", "sync")
