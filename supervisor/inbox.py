@@ -1,0 +1,210 @@
+"""A replica's inbox: reads its shards' notification streams and posts each entry to its actor.
+
+Invariants:
+- one consumer group (``GROUP``) per stream, one consumer per replica (its replica id); an
+  entry stays pending until ``acknowledge`` is called for it, which the actor does only after
+  the sync covering it committed, so a crash anywhere re-delivers instead of losing;
+- at start the inbox first re-reads its own pending entries (id ``0``), then new ones (``>``);
+- a stream or group that vanished (NOGROUP: Redis lost its data) is recreated and reported
+  through ``on_lost(shard)``, since notifications may have been lost: that shard's accounts
+  must each get a sync;
+- entries are trimmed with ``XTRIM MINID`` below the oldest pending entry, never past one an
+  actor has not acknowledged;
+- entries for accounts this replica does not run (removed, or quarantined) are acknowledged at
+  once and counted: a released or re-added account starts with a sync anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from gateway.streams import notifications_key
+
+log = structlog.get_logger("supervisor.inbox")
+
+GROUP = "iw-replicas"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """One notification as the actor receives it; ``ref`` is what it acknowledges later."""
+
+    shard: int
+    entry_id: str
+    account_id: str
+    calendar_id: str
+    kind: str
+
+    @property
+    def ref(self) -> tuple[int, str]:
+        """(shard, stream entry id): what ``Inbox.acknowledge`` takes."""
+        return self.shard, self.entry_id
+
+
+_Fields = Mapping[bytes | str, bytes | str]
+_Reply = list[tuple[bytes | str, list[tuple[bytes | str, _Fields]]]]
+
+# Route an entry to its actor; False when no actor takes it (it is acknowledged at once).
+Router = Callable[[InboxEntry], bool]
+
+
+@dataclass(slots=True)
+class InboxStatistics:
+    """Counters for the monitor and metrics."""
+
+    delivered: int = 0
+    acknowledged: int = 0
+    dropped: int = 0  # entries for accounts this replica does not run
+    malformed: int = 0
+    groups_recreated: int = 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_entry(shard: int, entry_id: str, fields: _Fields) -> InboxEntry:
+    """An inbox entry from a stream entry's fields; ValueError if a required field is missing."""
+    values = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        return InboxEntry(
+            shard, entry_id, values["account_id"], values["calendar_id"], values["kind"]
+        )
+    except KeyError as exc:
+        raise ValueError(f"stream entry {entry_id} lacks {exc.args[0]!r}") from None
+
+
+@dataclass(slots=True)
+class Inbox:
+    """Consumes ``iw:{shard:<n>}:notifications`` for the shards ``shards()`` names."""
+
+    redis: Redis
+    consumer: str
+    route: Router
+    on_lost: Callable[[int], None]
+    block_ms: int = 1000
+    count: int = 200
+    statistics: InboxStatistics = field(default_factory=InboxStatistics)
+    # Per shard, the last own-pending entry re-read at start; absent once the backlog is done.
+    _backlog: dict[int, str] = field(default_factory=dict)
+    _known: set[int] = field(default_factory=set)
+
+    async def run(self, shards: Callable[[], Iterable[int]]) -> None:
+        """Read and route until cancelled; the shard set may change between reads."""
+        while True:
+            owned = sorted(shards())
+            if not owned:
+                await asyncio.sleep(self.block_ms / 1000)
+                continue
+            await self.read_once(owned)
+
+    async def read_once(self, shards: Sequence[int]) -> int:
+        """One XREADGROUP over ``shards`` (own backlog first); the number of entries routed."""
+        for shard in shards:
+            if shard not in self._known:
+                await self._ensure_group(shard, lost=False)
+                self._backlog[shard] = "0"
+        backlog = [s for s in shards if s in self._backlog]
+        streams = {notifications_key(s): self._backlog[s] for s in backlog} or {
+            notifications_key(s): ">" for s in shards
+        }
+        try:
+            reply = await self.redis.xreadgroup(
+                GROUP,
+                self.consumer,
+                streams,  # type: ignore[arg-type]
+                count=self.count,
+                block=None if backlog else self.block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recover(shards)
+            return 0
+        routed = 0
+        for key, entries in cast(_Reply, reply or []):
+            shard = _shard_of(_text(key))
+            if shard in backlog:
+                if entries:
+                    self._backlog[shard] = _text(entries[-1][0])  # continue after these
+                else:
+                    del self._backlog[shard]  # own pending entries all re-read
+            routed += await self._route_all(shard, entries)
+        return routed
+
+    async def acknowledge(self, refs: Iterable[tuple[int, str]]) -> None:
+        """Acknowledge entries (after the commit that covers them) and trim what is done."""
+        by_shard: dict[int, list[str]] = {}
+        for shard, entry_id in refs:
+            by_shard.setdefault(shard, []).append(entry_id)
+        for shard, ids in by_shard.items():
+            key = notifications_key(shard)
+            self.statistics.acknowledged += await self.redis.xack(key, GROUP, *ids)
+            await self._trim(key)
+
+    async def _route_all(self, shard: int, entries: Sequence[tuple[bytes | str, _Fields]]) -> int:
+        unroutable: list[tuple[int, str]] = []
+        routed = 0
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            if not fields:  # a pending entry that was trimmed away meanwhile
+                unroutable.append((shard, entry_id))
+                continue
+            try:
+                entry = parse_entry(shard, entry_id, fields)
+            except ValueError:
+                self.statistics.malformed += 1
+                unroutable.append((shard, entry_id))
+                continue
+            self.statistics.delivered += 1
+            if self.route(entry):
+                routed += 1
+            else:
+                self.statistics.dropped += 1
+                unroutable.append(entry.ref)
+        if unroutable:
+            await self.acknowledge(unroutable)
+        return routed
+
+    async def _trim(self, key: str) -> None:
+        summary = await self.redis.xpending(key, GROUP)
+        oldest = summary.get("min") if summary else None
+        if oldest is None:
+            groups = await self.redis.xinfo_groups(key)
+            mine = next((g for g in groups if _text(g["name"]) == GROUP), None)
+            oldest = None if mine is None else mine.get("last-delivered-id")
+        if oldest is not None:
+            await self.redis.xtrim(key, minid=_text(oldest), approximate=False)
+
+    async def _ensure_group(self, shard: int, *, lost: bool) -> None:
+        key = notifications_key(shard)
+        try:
+            await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        else:
+            if lost:
+                self.statistics.groups_recreated += 1
+                log.warning("notification stream lost; resyncing its shard", shard=shard)
+                self.on_lost(shard)
+        self._known.add(shard)
+
+    async def _recover(self, shards: Sequence[int]) -> None:
+        for shard in shards:
+            with contextlib.suppress(ResponseError):
+                await self._ensure_group(shard, lost=True)
+            self._backlog.pop(shard, None)  # a recreated group has no pending entries
+
+
+def _shard_of(key: str) -> int:
+    # "iw:{shard:<n>}:notifications"
+    return int(key.split("{shard:", 1)[1].split("}", 1)[0])
