@@ -5,6 +5,10 @@ Invariants:
 - An account's shard is ``shard_for(id, shard_count)``, a pure function of its id, computed
   before the insert; it never changes afterwards.
 - Every status change also sets ``last_error`` and bumps ``updated_at``.
+- ``delete_account`` leaves nothing of the account behind: credentials, calendars, events and
+  push channels go by ON DELETE CASCADE; ``changes`` has no foreign key, so its rows (and any
+  stray ``events`` rows) are purged explicitly, after the account row, so that rows committed
+  by a writer the cascade waited for are purged too.
 """
 
 from __future__ import annotations
@@ -99,6 +103,19 @@ async def create_account(
     return _account(row)
 
 
+async def find_account(
+    conn: Queryable, provider: Provider, external_user_id: str
+) -> Account | None:
+    """The account for ``(provider, external_user_id)``, or None."""
+    _check("provider", provider, PROVIDERS)
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM accounts WHERE provider = $1 AND external_user_id = $2",
+        provider,
+        external_user_id,
+    )
+    return None if row is None else _account(row)
+
+
 async def get_account(conn: Queryable, account_id: UUID) -> Account | None:
     """The account with this id, or None."""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)
@@ -147,3 +164,17 @@ async def set_status(
 async def mark_quarantined(conn: Queryable, account_id: UUID, last_error: str) -> Account | None:
     """Quarantine an account (stop syncing it) with the reason."""
     return await set_status(conn, account_id, "quarantined", last_error=last_error)
+
+
+async def delete_account(conn: Queryable, account_id: UUID) -> bool:
+    """Purge the account and all its data; False if there was no such account.
+
+    Run it inside a transaction so the purge is all or nothing. The account row goes first
+    (cascading to credentials, calendars, their events and push channels): the cascade waits for
+    any writer holding a calendar lock, and the statements after it, run with a fresh snapshot
+    under READ COMMITTED, then also remove the change-feed rows such a writer committed.
+    """
+    deleted = await conn.fetchval("DELETE FROM accounts WHERE id = $1 RETURNING id", account_id)
+    await conn.execute("DELETE FROM events WHERE account_id = $1", account_id)
+    await conn.execute("DELETE FROM changes WHERE account_id = $1", account_id)
+    return deleted is not None

@@ -21,6 +21,7 @@ from store.crypto import Keyring
 from store.db import create_pool
 from store.migrate import migrate
 from supervisor.demo import run_demo
+from supervisor.operator_commands import OperatorError, add_operator_commands
 from supervisor.replica import open_replica
 from supervisor.services import open_services
 
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default=None, help="listen address (IW_GATEWAY_HOST)")
     gateway.add_argument("--port", type=int, default=None, help="listen port (IW_GATEWAY_PORT)")
     gateway.set_defaults(run=_gateway)
+    add_operator_commands(commands)
     emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
     emulator.add_argument(
         "provider", choices=["google", "microsoft"], help="which provider to emulate"
@@ -162,13 +164,27 @@ def main(argv: list[str] | None = None) -> None:
             overrides[name] = getattr(args, name)
     try:
         settings = load_settings(**overrides)
-        configure_logging(settings.log_level, settings.log_format, stream=_log_stream(args))
-        logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
-        register_secrets(settings.secret_values())
-        anyio.run(_until_signalled, lambda: args.run(settings, args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format, stream=_log_stream(args))
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
+    register_secrets(settings.secret_values())
+    exit_code = 0
+    try:
+        anyio.run(_until_signalled, lambda: args.run(settings, args))
+    # A command's own refusal arrives wrapped by the task group; by now every service it
+    # opened has been closed by the unwinding, so one line and an exit code is all that is left.
+    except* ConfigError as group:
+        print(group.exceptions[0], file=sys.stderr)
+        exit_code = 2
+    except* OperatorError as group:
+        error = group.exceptions[0]
+        assert isinstance(error, OperatorError)
+        print(error, file=sys.stderr)
+        exit_code = error.exit_code
+    if exit_code:
+        raise SystemExit(exit_code)
 
 
 if __name__ == "__main__":
