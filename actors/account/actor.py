@@ -1,0 +1,359 @@
+"""The account actor: keeps one account's calendars in Postgres equal to its provider's.
+
+Invariants:
+- state is rebuilt from storage on every start: the account row, its credentials and each
+  calendar's cursor / delta token; nothing survives an incarnation but what was committed;
+- every write runs in ``fenced_transaction`` with the epoch this replica holds for the
+  account's shard; ``StaleEpoch`` stops the actor normally (another replica owns it now);
+- each sync page commits together with its continuation, so a crash resumes from the last page;
+- an expired delta token starts a mark-and-sweep full round, never a wipe;
+- inbox entries are acknowledged only after the sync covering them committed;
+- a rotated refresh token is stored in the same transaction as the new access token;
+- revoked consent parks the actor (status ``needs_reauth``), it never crash-loops; throttling
+  and transient errors re-arm the poll deadline; anything else raises to the supervisor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+from uuid import UUID
+
+import structlog
+
+from actors.account.context import AccountContext
+from actors.account.policy import (
+    poll_delay_s,
+    rebase_at,
+    rebase_due,
+    retry_delay_s,
+    seconds_until,
+    should_refresh,
+    sync_window,
+)
+from actors.actor import Actor
+from providers.errors import AuthRevoked, ProviderError, SyncStateExpired, Unauthorized
+from providers.interface import CalendarProvider
+from providers.models import SyncPage, SyncWindow
+from store.accounts import Account, get_account, set_status
+from store.calendars import (
+    CalendarState,
+    get_calendar_state,
+    list_calendar_states,
+    reconcile_calendars,
+    start_full_round,
+)
+from store.credentials import Credentials, load_credentials, store_credentials
+from store.db import PgPoolConnection
+from store.events import apply_sync_page
+from store.fencing import StaleEpoch, fenced_transaction
+from supervisor.inbox import InboxEntry
+
+T = TypeVar("T")
+log = structlog.get_logger("actors.account")
+
+POLL, REBASE, KEEPALIVE = "poll", "rebase", "token-keepalive"
+_DEADLINES = (POLL, REBASE, KEEPALIVE)
+
+
+def syncable(state: CalendarState) -> bool:
+    """Whether a stored calendar is followed (enabled and still listed)."""
+    return state.sync_enabled and state.removed_at is None
+
+
+def refs_of(items: list[object]) -> list[tuple[int, str]]:
+    """The inbox refs among posted items (InboxEntry or a ``(shard, entry_id)`` pair)."""
+    refs: list[tuple[int, str]] = []
+    for item in items:
+        if isinstance(item, InboxEntry):
+            refs.append(item.ref)
+        elif isinstance(item, tuple) and len(item) == 2:
+            refs.append((int(item[0]), str(item[1])))
+    return refs
+
+
+class Parked(Exception):
+    """The account cannot sync until something outside the actor changes (consent, status)."""
+
+
+class AccountActor(Actor[object]):
+    """One connected account; posts: ``changed``/``resync``/``sync-now``/``resume``."""
+
+    __slots__ = ("account", "creds", "ctx", "epoch", "failures", "listed", "parked", "unacked")
+
+    def __init__(self, ctx: AccountContext) -> None:
+        self.ctx = ctx
+        self.account: Account | None = None
+        self.creds: Credentials | None = None
+        self.epoch: int | None = None
+        self.failures = 0  # consecutive throttled/transient failures
+        self.parked = False
+        self.listed = False  # calendars listed and reconciled in this incarnation
+        self.unacked: list[tuple[int, str]] = []  # refs whose sync failed and will be retried
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        # The first sync runs as a deadline, not here: a failure then is a crash the supervisor
+        # restarts from stored state, while a failed on_start would drop the child for good.
+        if await self._load():
+            self._arm(POLL, 0.0)
+
+    async def on_posts(self, key: Hashable, items: list[object]) -> None:
+        kind, calendar_id = key if isinstance(key, tuple) and len(key) == 2 else (key, None)
+        if kind == "resume":
+            self.parked = False
+            if await self._load():
+                self.listed = False
+                self._arm(POLL, 0.0)
+            return
+        self.unacked += refs_of(items)
+        if self.parked:
+            return  # unacknowledged entries are re-delivered once the account resumes
+        if kind == "changed" and isinstance(calendar_id, str):
+            work = self._sync_one(calendar_id, full=False)
+        elif kind == "resync" and isinstance(calendar_id, str):
+            work = self._sync_one(calendar_id, full=True)
+        else:
+            work = self._sync_all(reconcile=True)
+        await self._guarded(work)
+
+    async def on_deadline(self, name: str) -> None:
+        if self.parked:
+            return
+        if name == KEEPALIVE:
+            await self._guarded(self._keepalive())
+        elif name == REBASE:
+            await self._guarded(self._rebase())
+        else:
+            await self._guarded(self._sync_all(reconcile=not self.listed))
+
+    # -- sequencing -------------------------------------------------------------------------------
+
+    async def _load(self) -> bool:
+        """Rebuild state from storage; False (and parked) when the account must not sync."""
+        ctx = self.ctx
+        account = await get_account(ctx.pool, UUID(self.id))
+        if account is None:
+            raise LookupError(f"account {self.id} does not exist")
+        self.account = account
+        self.epoch = ctx.epochs.get(account.shard)
+        if self.epoch is None:
+            self.set_status("shard not held")
+            self.stop_nowait()
+            return False
+        if account.status != "active":
+            self._park(f"parked ({account.status})")
+            return False
+        self.creds = await load_credentials(ctx.pool, ctx.keyring, account.id)
+        if self.creds is None:
+            raise LookupError(f"account {self.id} has no credentials")
+        if account.provider == "microsoft":
+            self._arm(KEEPALIVE, ctx.token_keepalive.total_seconds())
+        return True
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run one sync step, turning the expected failures into parking, stopping or a retry."""
+        try:
+            await work
+        except AuthRevoked as error:
+            await self._revoked(error)
+        except StaleEpoch:
+            self._park("stale epoch")
+            self.stop_nowait()
+        except Parked:
+            pass
+        except ProviderError as error:
+            self.failures += 1
+            delay = retry_delay_s(
+                error,
+                self.failures,
+                self.ctx.rng,
+                initial_s=self.ctx.retry_initial_s,
+                max_s=self.ctx.retry_max_s,
+            )
+            if delay is None:
+                raise
+            log.info("sync deferred", error=str(error), retry_in_s=round(delay, 3))
+            self.set_status(f"retry in {delay:.0f}s ({error.kind.value})")
+            self._arm(POLL, delay)
+        else:
+            self.failures = 0
+            if self.unacked:
+                refs, self.unacked = self.unacked, []
+                await self.ctx.acknowledge(refs)
+            self.set_status("synced")
+            self._arm(POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng))
+
+    async def _sync_all(self, *, reconcile: bool) -> None:
+        """Incremental (or resumed, or first full) sync of every followed calendar."""
+        if reconcile:
+            calendars = await self._call(lambda token: self._provider().list_calendars(token))
+            async with self._fenced() as conn:
+                await reconcile_calendars(conn, self._account_id(), calendars)
+            self.listed = True
+        now = self.ctx.clock()
+        for state in await list_calendar_states(
+            self.ctx.pool, self._account_id(), include_removed=False
+        ):
+            if syncable(state):
+                due = rebase_due(
+                    state.window_start, self.ctx.window_back, self.ctx.rebase_every, now
+                )
+                await self._sync_calendar(state, full=due)
+        await self._arm_rebase()
+
+    async def _sync_one(self, calendar_id: str, *, full: bool) -> None:
+        state = await get_calendar_state(self.ctx.pool, self._account_id(), calendar_id)
+        if state is None:
+            await self._sync_all(reconcile=True)  # a calendar we have not listed yet
+        elif syncable(state):
+            await self._sync_calendar(state, full=full)
+
+    async def _rebase(self) -> None:
+        now = self.ctx.clock()
+        for state in await list_calendar_states(
+            self.ctx.pool, self._account_id(), include_removed=False
+        ):
+            if syncable(state) and rebase_due(
+                state.window_start, self.ctx.window_back, self.ctx.rebase_every, now
+            ):
+                await self._sync_calendar(state, full=True)
+        await self._arm_rebase()
+
+    async def _keepalive(self) -> None:
+        await self._refresh()
+        self._arm(KEEPALIVE, self.ctx.token_keepalive.total_seconds())
+
+    async def _sync_calendar(self, state: CalendarState, *, full: bool) -> None:
+        """Page one calendar to its delta token, committing each page with its continuation."""
+        self.set_status(f"syncing {state.id}")
+        fresh = state.delta_token is None and state.sync_cursor is None
+        if full or fresh:
+            state = await self._start_round(state.id)
+        expired_once = False
+        while True:
+            try:
+                page = await self._fetch_page(state)
+            except SyncStateExpired:
+                if expired_once:
+                    raise
+                expired_once = True
+                state = await self._start_round(state.id)
+                continue
+            async with self._fenced() as conn:
+                await apply_sync_page(conn, self._account_id(), state.id, page)
+                after = await get_calendar_state(conn, self._account_id(), state.id)
+            if after is None or page.delta_token is not None:
+                return
+            state = after
+
+    async def _fetch_page(self, state: CalendarState) -> SyncPage:
+        """The next page: continue the cursor, else increment from the token, else full."""
+        window = self._window_of(state)
+        cursor = state.sync_cursor
+        delta_token = None if cursor is not None else state.delta_token
+        return await self._call(
+            lambda token: self._provider().fetch_sync_page(
+                token, state.id, window=window, delta_token=delta_token, cursor=cursor
+            )
+        )
+
+    # -- storage steps --------------------------------------------------------------------------
+
+    async def _start_round(self, calendar_id: str) -> CalendarState:
+        """Begin a mark-and-sweep full round over a window computed now."""
+        ctx = self.ctx
+        window = sync_window(ctx.clock(), ctx.window_back, ctx.window_ahead)
+        async with self._fenced() as conn:
+            await start_full_round(conn, self._account_id(), calendar_id, window)
+            state = await get_calendar_state(conn, self._account_id(), calendar_id)
+        if state is None:
+            raise LookupError(f"calendar {calendar_id!r} vanished")
+        return state
+
+    async def _call(self, request: Callable[[str], Awaitable[T]]) -> T:
+        """Call the provider with a fresh enough token; after one Unauthorized, refresh once."""
+        creds = self._creds()
+        token = creds.access_token
+        if token is None or should_refresh(token, creds.access_token_expires_at, self.ctx.clock()):
+            token = await self._refresh()
+        try:
+            return await request(token)
+        except Unauthorized:
+            token = await self._refresh()
+            return await request(token)
+
+    async def _refresh(self) -> str:
+        """Refresh the access token; store it (and a rotated refresh token) in one transaction."""
+        creds = self._creds()
+        grant = await self._provider().refresh_access_token(creds.refresh_token)
+        updated = Credentials(
+            creds.account_id,
+            refresh_token=grant.refresh_token or creds.refresh_token,
+            access_token=grant.access_token,
+            access_token_expires_at=grant.expires_at,
+            scopes=grant.scopes or creds.scopes,
+        )
+        async with self._fenced() as conn:
+            await store_credentials(conn, self.ctx.keyring, creds.account_id, updated)
+        self.creds = updated
+        return grant.access_token
+
+    async def _revoked(self, error: AuthRevoked) -> None:
+        """Consent is gone: record why, stop every timer and wait for a ``resume`` post."""
+        try:
+            async with self._fenced() as conn:
+                await set_status(conn, self._account_id(), "needs_reauth", last_error=str(error))
+        except StaleEpoch:
+            self.stop_nowait()
+        self._park("needs_reauth")
+
+    # -- small helpers ----------------------------------------------------------------------------
+
+    def _park(self, status: str) -> None:
+        self.parked = True
+        for name in _DEADLINES:
+            self.cancel_deadline(name)
+        self.set_status(status)
+
+    def _arm(self, name: str, delay_s: float) -> None:
+        if not self.parked:
+            self.set_timer(name, delay_s)
+
+    async def _arm_rebase(self) -> None:
+        """Arm the rebase deadline at the earliest moment a followed calendar's window moves."""
+        ctx = self.ctx
+        states = await list_calendar_states(ctx.pool, self._account_id(), include_removed=False)
+        moments = [
+            at
+            for s in states
+            if syncable(s)
+            and (at := rebase_at(s.window_start, ctx.window_back, ctx.rebase_every)) is not None
+        ]
+        if moments:
+            self._arm(REBASE, seconds_until(min(moments), ctx.clock()))
+
+    def _window_of(self, state: CalendarState) -> SyncWindow:
+        if state.window_start is None or state.window_end is None:
+            return sync_window(self.ctx.clock(), self.ctx.window_back, self.ctx.window_ahead)
+        return SyncWindow(state.window_start, state.window_end)
+
+    def _fenced(self) -> AbstractAsyncContextManager[PgPoolConnection]:
+        assert self.account is not None and self.epoch is not None
+        return fenced_transaction(self.ctx.pool, self.account.shard, self.epoch)
+
+    def _provider(self) -> CalendarProvider:
+        assert self.account is not None
+        return self.ctx.providers[self.account.provider]
+
+    def _creds(self) -> Credentials:
+        if self.creds is None:
+            raise Parked("no credentials loaded")
+        return self.creds
+
+    def _account_id(self) -> uuid.UUID:
+        assert self.account is not None
+        return self.account.id

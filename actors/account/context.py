@@ -1,0 +1,59 @@
+"""What every account actor of one replica shares: storage, providers, epochs and knobs.
+
+Invariants:
+- one ``AccountContext`` serves all account actors of a replica (it is never copied per actor);
+- ``epochs`` maps each shard this replica holds to the epoch it took; an account whose shard is
+  missing is not ours to write;
+- ``clock`` returns aware UTC datetimes; deadlines use the event loop's clock, so only delays
+  derived from ``clock`` ever reach ``set_timer``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from providers.interface import CalendarProvider
+from store.crypto import Keyring
+from store.db import PgPool
+
+Acknowledge = Callable[[list[tuple[int, str]]], Awaitable[None]]
+
+
+def utc_now() -> datetime:
+    """The wall clock, aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountContext:
+    """Shared by all account actors of a replica."""
+
+    pool: PgPool
+    keyring: Keyring
+    providers: Mapping[str, CalendarProvider]
+    epochs: Mapping[int, int]
+    acknowledge: Acknowledge
+    window_back: timedelta = timedelta(days=30)
+    window_ahead: timedelta = timedelta(days=365)
+    rebase_every: timedelta = timedelta(days=7)
+    poll_every_s: float = 15 * 60.0
+    poll_jitter: float = 0.2
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 15 * 60.0
+    token_keepalive: timedelta = timedelta(days=7)  # Microsoft refresh tokens lapse when idle
+    push_address_google: str | None = None
+    push_address_microsoft: str | None = None
+    push_ttl_s: int = 7 * 24 * 3600
+    clock: Callable[[], datetime] = utc_now
+    rng: random.Random = field(default_factory=random.Random)
+
+    def push_address(self, provider: str) -> str | None:
+        """Where ``provider`` should deliver notifications, or None for no push."""
+        if provider == "google":
+            return self.push_address_google
+        if provider == "microsoft":
+            return self.push_address_microsoft
+        return None

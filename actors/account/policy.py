@@ -1,0 +1,91 @@
+"""Pure decisions of the account actor: refresh, polling, rebasing, retries, channel renewal.
+
+Invariants:
+- no I/O and no hidden clock: every function takes ``now`` (aware UTC) and, when random, an
+  explicit ``random.Random``, so each decision is reproducible in tests;
+- delays are seconds, never negative.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from providers.errors import ErrorKind, ProviderError
+from providers.interface import needs_refresh
+from providers.models import SyncWindow
+
+
+def should_refresh(access_token: str | None, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether to refresh before the next provider call (no token, or about to lapse)."""
+    return access_token is None or needs_refresh(expires_at, now)
+
+
+def poll_delay_s(poll_every_s: float, jitter: float, rng: random.Random) -> float:
+    """The next periodic sync's delay: ``poll_every_s`` spread by ±``jitter`` (a fraction)."""
+    if not 0 <= jitter < 1:
+        raise ValueError("jitter is a fraction in [0, 1)")
+    return poll_every_s * rng.uniform(1 - jitter, 1 + jitter)
+
+
+def sync_window(now: datetime, back: timedelta, ahead: timedelta) -> SyncWindow:
+    """The window a full round started ``now`` covers."""
+    return SyncWindow(now - back, now + ahead)
+
+
+def rebase_at(window_start: datetime | None, back: timedelta, every: timedelta) -> datetime | None:
+    """When a window starting at ``window_start`` must move; None: no window yet (no rebase)."""
+    if window_start is None:
+        return None
+    # The window was computed at window_start + back; it moves ``every`` after that.
+    return window_start + back + every
+
+
+def rebase_due(
+    window_start: datetime | None, back: timedelta, every: timedelta, now: datetime
+) -> bool:
+    """Whether the calendar's window is old enough to need a full round over a new one."""
+    at = rebase_at(window_start, back, every)
+    return at is not None and now >= at
+
+
+def seconds_until(at: datetime, now: datetime) -> float:
+    """Delay from ``now`` to ``at``, at least zero."""
+    return max(0.0, (at - now).total_seconds())
+
+
+def backoff_s(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Capped exponential backoff with equal jitter for the ``failures``-th consecutive failure."""
+    if failures < 1:
+        raise ValueError("failures is 1-based")
+    ceiling = min(max_s, initial_s * 2.0 ** min(failures - 1, 64))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def retry_delay_s(
+    error: ProviderError,
+    failures: int,
+    rng: random.Random,
+    *,
+    initial_s: float,
+    max_s: float,
+) -> float | None:
+    """How long to wait before retrying after ``error``; None: the error is not retried."""
+    if error.kind is ErrorKind.THROTTLED:
+        return max(error.retry_after_s or 0.0, backoff_s(failures, initial_s, max_s, rng))
+    if error.kind is ErrorKind.TRANSIENT:
+        return backoff_s(failures, initial_s, max_s, rng)
+    return None
+
+
+def renew_at(issued_at: datetime, expires_at: datetime | None) -> datetime | None:
+    """When a channel issued at ``issued_at`` is renewed: half its lifetime; None if unbounded."""
+    if expires_at is None:
+        return None
+    return issued_at + (expires_at - issued_at) / 2
+
+
+def needs_renewal(issued_at: datetime, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a channel has lived half its lifetime (or has already expired)."""
+    at = renew_at(issued_at, expires_at)
+    return at is not None and now >= at

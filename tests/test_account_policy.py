@@ -1,0 +1,106 @@
+"""Pure tests of the account actor's decisions: refresh, jitter, rebase, retries, renewal."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from actors.account.policy import (
+    backoff_s,
+    needs_renewal,
+    poll_delay_s,
+    rebase_at,
+    rebase_due,
+    renew_at,
+    retry_delay_s,
+    seconds_until,
+    should_refresh,
+    sync_window,
+)
+from providers.errors import (
+    AuthRevoked,
+    NotFound,
+    Permanent,
+    ProviderError,
+    SyncStateExpired,
+    Throttled,
+    Transient,
+    Unauthorized,
+)
+
+NOW = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
+
+
+def test_refresh_without_token_or_near_expiry() -> None:
+    assert should_refresh(None, NOW + timedelta(hours=1), NOW)
+    assert should_refresh("tok", None, NOW)
+    assert should_refresh("tok", NOW + timedelta(minutes=5), NOW)
+    assert not should_refresh("tok", NOW + timedelta(minutes=6), NOW)
+
+
+def test_poll_delay_stays_within_jitter_bounds() -> None:
+    rng = random.Random(7)
+    delays = [poll_delay_s(900.0, 0.2, rng) for _ in range(2000)]
+    assert all(720.0 <= d <= 1080.0 for d in delays)
+    assert min(delays) < 740.0 and max(delays) > 1060.0  # the whole band is used
+    assert poll_delay_s(900.0, 0.0, rng) == 900.0
+    with pytest.raises(ValueError):
+        poll_delay_s(900.0, 1.0, rng)
+
+
+def test_window_and_rebase() -> None:
+    back, ahead, every = timedelta(days=30), timedelta(days=365), timedelta(days=7)
+    window = sync_window(NOW, back, ahead)
+    assert (window.start, window.end) == (NOW - back, NOW + ahead)
+    assert rebase_at(None, back, every) is None
+    assert not rebase_due(None, back, every, NOW)
+    assert rebase_at(window.start, back, every) == NOW + every
+    assert not rebase_due(window.start, back, every, NOW + every - timedelta(seconds=1))
+    assert rebase_due(window.start, back, every, NOW + every)
+
+
+def test_seconds_until_never_negative() -> None:
+    assert seconds_until(NOW + timedelta(seconds=90), NOW) == 90.0
+    assert seconds_until(NOW - timedelta(seconds=90), NOW) == 0.0
+
+
+def test_backoff_doubles_with_equal_jitter_and_caps() -> None:
+    rng = random.Random(1)
+    for failures, ceiling in ((1, 5.0), (2, 10.0), (3, 20.0), (10, 60.0), (500, 60.0)):
+        for _ in range(200):
+            delay = backoff_s(failures, 5.0, 60.0, rng)
+            assert ceiling / 2 <= delay <= ceiling
+    with pytest.raises(ValueError):
+        backoff_s(0, 5.0, 60.0, rng)
+
+
+def _err(cls: type[ProviderError], retry_after_s: float | None = None) -> ProviderError:
+    return cls("x", provider="test", retry_after_s=retry_after_s)
+
+
+def test_retry_delay_per_error_kind() -> None:
+    rng = random.Random(3)
+    knobs = {"initial_s": 5.0, "max_s": 60.0}
+    # Throttled honours a long Retry-After, and never retries sooner than the backoff.
+    assert retry_delay_s(_err(Throttled, 120.0), 1, rng, **knobs) == 120.0
+    short = retry_delay_s(_err(Throttled, 0.1), 3, rng, **knobs)
+    assert short is not None and 10.0 <= short <= 20.0
+    bare = retry_delay_s(_err(Throttled), 1, rng, **knobs)
+    assert bare is not None and 2.5 <= bare <= 5.0
+    transient = retry_delay_s(_err(Transient), 2, rng, **knobs)
+    assert transient is not None and 5.0 <= transient <= 10.0
+    for cls in (AuthRevoked, Unauthorized, SyncStateExpired, NotFound, Permanent):
+        assert retry_delay_s(_err(cls), 1, rng, **knobs) is None
+
+
+def test_channel_renewal_at_half_life() -> None:
+    issued = NOW
+    expires = NOW + timedelta(days=7)
+    assert renew_at(issued, expires) == NOW + timedelta(days=3, hours=12)
+    assert not needs_renewal(issued, expires, NOW + timedelta(days=3, hours=11))
+    assert needs_renewal(issued, expires, NOW + timedelta(days=3, hours=12))
+    assert needs_renewal(issued, expires, expires + timedelta(days=1))
+    assert renew_at(issued, None) is None
+    assert not needs_renewal(issued, None, NOW + timedelta(days=365))
