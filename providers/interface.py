@@ -117,6 +117,10 @@ class CalendarProvider(Protocol):
         """Parse one webhook request (Graph batches several); InvalidNotification if malformed."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the client owns (refresh threads); the shared HTTP session is not its."""
+        ...
+
 
 def needs_refresh(expires_at: datetime | None, now: datetime) -> bool:
     """Whether an access token expiring at ``expires_at`` must be refreshed before a call."""

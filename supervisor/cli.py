@@ -16,10 +16,12 @@ import structlog
 from config.logs import configure_logging
 from config.redact import register_secrets
 from config.settings import ConfigError, Settings, load_settings
+from providers.http import HttpSettings, create_session
 from store.credentials import rotate_keys
 from store.crypto import Keyring
 from store.db import create_pool
 from store.migrate import migrate
+from supervisor.accounts_runtime import AccountsRuntime, providers_from_settings
 from supervisor.demo import run_demo
 from supervisor.operator_commands import OperatorError, add_operator_commands
 from supervisor.replica import open_replica
@@ -51,11 +53,19 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
-    async with open_services(settings) as urls, open_replica(settings, urls):
-        log.info("replica running", replica=settings.replica_id)
-        # Account actors are added by the account-actor issue; until then the replica serves
-        # its runtime and monitor only.
-        await anyio.sleep_forever()
+    active, keys = settings.keyring_material()  # credentials cannot be read without keys
+    async with (
+        open_services(settings) as urls,
+        open_replica(settings, urls) as replica,
+        create_session(HttpSettings(ca_bundle=settings.ca_bundle)) as http,
+    ):
+        providers = providers_from_settings(settings, http)
+        log.info("replica running", replica=settings.replica_id, providers=sorted(providers))
+        try:
+            await AccountsRuntime(replica, providers, Keyring(active, keys)).run()
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> None:

@@ -251,7 +251,10 @@ async def test_monitor_on_a_live_replica_then_clean_stop_on_sigint(
 async def test_supervise_runs_until_sigterm_and_exits_cleanly(
     database_url: str, services: Services
 ) -> None:
+    key = base64.urlsafe_b64encode(generate_key()).decode()
     env = cli_env(database_url, services.redis_url, IW_LOG_LEVEL="INFO", IW_LOG_FORMAT="json")
+    env |= {"IW_ENCRYPTION_KEYS": orjson.dumps({"k": key}).decode(), "IW_ENCRYPTION_KEY_ID": "k"}
+    env |= {"IW_SHARD_COUNT": "8"}
     proc = await asyncio.create_subprocess_exec(
         EXE, "supervise", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -352,3 +355,13 @@ async def test_gateway_command_serves_until_stopped(database_url: str, services:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_supervise_without_encryption_keys_refuses_in_one_line(
+    database_url: str, services: Services
+) -> None:
+    code, out, err = await run_cli(cli_env(database_url, services.redis_url), "supervise")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "invalid configuration: IW_ENCRYPTION_KEYS: no encryption key configured"
+    ]
