@@ -10,7 +10,10 @@ Invariants:
 - inbox entries are acknowledged only after the sync covering them committed;
 - a rotated refresh token is stored in the same transaction as the new access token;
 - revoked consent parks the actor (status ``needs_reauth``), it never crash-loops; throttling
-  and transient errors re-arm the poll deadline; anything else raises to the supervisor.
+  and transient errors re-arm the poll deadline; anything else raises to the supervisor;
+- push channels (``actors.account.push``) open after a calendar's first completed sync and are
+  renewed by a ``push:<calendar_id>`` deadline at half their life; a failed push step re-arms
+  that deadline and never fails a sync; stopping or parking leaves channels in place.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -26,12 +30,22 @@ import structlog
 from actors.account.context import AccountContext
 from actors.account.policy import (
     poll_delay_s,
+    push_retry_delay_s,
     rebase_at,
     rebase_due,
+    renew_at,
     retry_delay_s,
     seconds_until,
     should_refresh,
     sync_window,
+)
+from actors.account.push import (
+    PushScope,
+    calendar_of_deadline,
+    open_channel,
+    push_deadline,
+    pushes_calendar,
+    replace_channel,
 )
 from actors.actor import Actor
 from providers.errors import AuthRevoked, ProviderError, SyncStateExpired, Unauthorized
@@ -45,6 +59,7 @@ from store.calendars import (
     reconcile_calendars,
     start_full_round,
 )
+from store.channels import ChannelRow, list_channels
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.db import PgPoolConnection
 from store.events import apply_sync_page
@@ -79,9 +94,22 @@ class Parked(Exception):
 
 
 class AccountActor(Actor[object]):
-    """One connected account; posts: ``changed``/``resync``/``sync-now``/``resume``."""
+    """One connected account; posts: ``changed``/``resync``/``sync-now``/``resume``, and for push
+    channels ``removed`` (recreate) / ``reauthorize`` (renew)."""
 
-    __slots__ = ("account", "creds", "ctx", "epoch", "failures", "listed", "parked", "unacked")
+    __slots__ = (
+        "account",
+        "channels",
+        "creds",
+        "ctx",
+        "epoch",
+        "failures",
+        "listed",
+        "parked",
+        "push_due",
+        "push_failures",
+        "unacked",
+    )
 
     def __init__(self, ctx: AccountContext) -> None:
         self.ctx = ctx
@@ -92,6 +120,9 @@ class AccountActor(Actor[object]):
         self.parked = False
         self.listed = False  # calendars listed and reconciled in this incarnation
         self.unacked: list[tuple[int, str]] = []  # refs whose sync failed and will be retried
+        self.channels: dict[str, ChannelRow] = {}  # by calendar id, as stored
+        self.push_due: set[str] = set()  # calendars synced in full that have no channel yet
+        self.push_failures = 0
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -109,6 +140,13 @@ class AccountActor(Actor[object]):
                 self.listed = False
                 self._arm(POLL, 0.0)
             return
+        if kind in ("removed", "reauthorize") and isinstance(calendar_id, str) and not self.parked:
+            refs = refs_of(items)
+            if await self._push(calendar_id, recreate=kind == "removed") and refs:
+                await self.ctx.acknowledge(refs)
+            else:
+                self.unacked += refs  # acknowledged after the next successful sync
+            return
         self.unacked += refs_of(items)
         if self.parked:
             return  # unacknowledged entries are re-delivered once the account resumes
@@ -123,7 +161,10 @@ class AccountActor(Actor[object]):
     async def on_deadline(self, name: str) -> None:
         if self.parked:
             return
-        if name == KEEPALIVE:
+        push_calendar = calendar_of_deadline(name)
+        if push_calendar is not None:
+            await self._push(push_calendar, recreate=False)
+        elif name == KEEPALIVE:
             await self._guarded(self._keepalive())
         elif name == REBASE:
             await self._guarded(self._rebase())
@@ -152,6 +193,9 @@ class AccountActor(Actor[object]):
             raise LookupError(f"account {self.id} has no credentials")
         if account.provider == "microsoft":
             self._arm(KEEPALIVE, ctx.token_keepalive.total_seconds())
+        self.channels = {row.calendar_id: row for row in await list_channels(ctx.pool, account.id)}
+        for row in self.channels.values():
+            self._arm_renewal(row, row.created_at or ctx.clock())
         return True
 
     async def _guarded(self, work: Awaitable[None]) -> None:
@@ -186,6 +230,9 @@ class AccountActor(Actor[object]):
                 await self.ctx.acknowledge(refs)
             self.set_status("synced")
             self._arm(POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng))
+            due, self.push_due = self.push_due, set()
+            for calendar_id in sorted(due):
+                await self._push(calendar_id, recreate=False)
 
     async def _sync_all(self, *, reconcile: bool) -> None:
         """Incremental (or resumed, or first full) sync of every followed calendar."""
@@ -247,6 +294,8 @@ class AccountActor(Actor[object]):
                 await apply_sync_page(conn, self._account_id(), state.id, page)
                 after = await get_calendar_state(conn, self._account_id(), state.id)
             if after is None or page.delta_token is not None:
+                if after is not None and state.id not in self.channels:
+                    self.push_due.add(state.id)
                 return
             state = after
 
@@ -260,6 +309,47 @@ class AccountActor(Actor[object]):
                 token, state.id, window=window, delta_token=delta_token, cursor=cursor
             )
         )
+
+    async def _push(self, calendar_id: str, *, recreate: bool) -> bool:
+        """Open, renew or recreate the channel of ``calendar_id`` (no-op without a push address);
+        whether it succeeded. Provider errors re-arm the ``push:`` deadline, never raise."""
+        account, ctx = self.account, self.ctx
+        assert account is not None and self.epoch is not None
+        address = ctx.push_address(account.provider)
+        if address is None or not pushes_calendar(account.provider, calendar_id):
+            return True
+        scope = PushScope(ctx, account, self.epoch, address, self._call)
+        row = self.channels.get(calendar_id)
+        issued_at = ctx.clock()
+        try:
+            if row is None or recreate:
+                row = await open_channel(scope, calendar_id, replacing=row)
+            else:
+                row = await replace_channel(scope, row)
+        except AuthRevoked as error:
+            await self._revoked(error)
+        except StaleEpoch:
+            self._park("stale epoch")
+            self.stop_nowait()
+        except Parked:
+            pass
+        except ProviderError as error:
+            self.push_failures += 1
+            delay = push_retry_delay_s(
+                error,
+                self.push_failures,
+                ctx.rng,
+                initial_s=ctx.retry_initial_s,
+                max_s=ctx.retry_max_s,
+            )
+            log.info("push deferred", calendar=calendar_id, error=str(error), retry_in_s=delay)
+            self._arm(push_deadline(calendar_id), delay)
+        else:
+            self.push_failures = 0
+            self.channels[calendar_id] = row
+            self._arm_renewal(row, issued_at)
+            return True
+        return False
 
     # -- storage steps --------------------------------------------------------------------------
 
@@ -317,11 +407,19 @@ class AccountActor(Actor[object]):
         self.parked = True
         for name in _DEADLINES:
             self.cancel_deadline(name)
+        for calendar_id in {*self.channels, *self.push_due}:
+            self.cancel_deadline(push_deadline(calendar_id))
         self.set_status(status)
 
     def _arm(self, name: str, delay_s: float) -> None:
         if not self.parked:
             self.set_timer(name, delay_s)
+
+    def _arm_renewal(self, row: ChannelRow, issued_at: datetime) -> None:
+        """Arm ``push:<calendar>`` at half the channel's life (none for an unbounded channel)."""
+        at = renew_at(issued_at, row.expires_at)
+        if at is not None:
+            self._arm(push_deadline(row.calendar_id), seconds_until(at, self.ctx.clock()))
 
     async def _arm_rebase(self) -> None:
         """Arm the rebase deadline at the earliest moment a followed calendar's window moves."""

@@ -89,3 +89,18 @@ def needs_renewal(issued_at: datetime, expires_at: datetime | None, now: datetim
     """Whether a channel has lived half its lifetime (or has already expired)."""
     at = renew_at(issued_at, expires_at)
     return at is not None and now >= at
+
+
+def push_retry_delay_s(
+    error: ProviderError,
+    failures: int,
+    rng: random.Random,
+    *,
+    initial_s: float,
+    max_s: float,
+) -> float:
+    """How long to wait before trying a failed push step again: like a sync for throttling and
+    transient errors, else (a refused address, a permanent error) the longest backoff. Push is
+    an optimisation over polling, so its failures are retried, never raised."""
+    delay = retry_delay_s(error, failures, rng, initial_s=initial_s, max_s=max_s)
+    return max_s if delay is None else delay
