@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"  # the webhook gateway's listen address (behind a TLS proxy)
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
+    # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
+    public_base_url: str | None = None
 
     @classmethod
     def settings_customise_sources(

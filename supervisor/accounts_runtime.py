@@ -51,8 +51,18 @@ def providers_from_settings(
     if settings.google_client_id and settings.google_client_secret:
         providers["google"] = GoogleCalendarProvider.from_settings(settings, session)
     if settings.microsoft_client_id and settings.microsoft_client_secret:
-        providers["microsoft"] = MicrosoftCalendarProvider.from_settings(settings, session)
+        providers["microsoft"] = MicrosoftCalendarProvider.from_settings(
+            settings,
+            session,
+            lifecycle_notification_url=webhook_url(settings, "microsoft/lifecycle"),
+        )
     return providers
+
+
+def webhook_url(settings: Settings, path: str) -> str | None:
+    """Where a provider delivers notifications through the gateway, or None without push."""
+    base = settings.public_base_url
+    return None if base is None else f"{base.rstrip('/')}/webhooks/{path}"
 
 
 @dataclass(slots=True)
@@ -86,6 +96,8 @@ class AccountsRuntime:
             self.providers,
             self.epochs,
             self.inbox.acknowledge,
+            push_address_google=webhook_url(settings, "google"),
+            push_address_microsoft=webhook_url(settings, "microsoft"),
         )
         spec = account_spec(context)
         inbox = self.inbox
