@@ -18,14 +18,11 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from providers.google.client import GoogleCalendarProvider
+from providers.emulation.world import open_emulated_providers
 from providers.google.emulator import GoogleEmulator
-from providers.http import HttpSettings, create_session
 from providers.interface import CalendarProvider
-from providers.microsoft.client import MicrosoftCalendarProvider
 from providers.microsoft.emulator.server import MicrosoftEmulator
 
 DEMO_CLIENT_ID = "integration-worker-demo"
@@ -239,37 +236,10 @@ async def open_demo_providers(
     rng: random.Random, *, edits_per_s: float = 5.0, fault_rate: float = 0.01
 ) -> AsyncIterator[DemoProviders]:
     """Start both emulators, their clients and the simulated people; stop them all on exit."""
-    secret = secrets.token_urlsafe(24)
-    async with contextlib.AsyncExitStack() as stack:
-        google_emulator = await stack.enter_async_context(GoogleEmulator("127.0.0.1", 0))
-        microsoft_emulator = await stack.enter_async_context(MicrosoftEmulator("127.0.0.1", 0))
-        google_emulator.control.add_client(DEMO_CLIENT_ID, secret)
-        microsoft_emulator.control.add_client(DEMO_CLIENT_ID, secret)
-        http = await stack.enter_async_context(
-            create_session(HttpSettings(ca_bundle=Path(microsoft_emulator.ca_pem_path)))
-        )
-        google = GoogleCalendarProvider(
-            http,
-            api_base_url=google_emulator.api_base_url,
-            token_uri=google_emulator.token_uri,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=secret,
-        )
-        stack.push_async_callback(google.aclose)
-        microsoft = MicrosoftCalendarProvider(
-            http,
-            authority=microsoft_emulator.authority,
-            graph_base_url=microsoft_emulator.graph_base_url,
-            graph_beta_base_url=microsoft_emulator.graph_beta_base_url,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=secret,
-            scopes=["https://graph.microsoft.com/Calendars.ReadWrite"],
-            ca_bundle=Path(microsoft_emulator.ca_pem_path),
-        )
-        stack.push_async_callback(microsoft.aclose)
+    async with open_emulated_providers(DEMO_CLIENT_ID, secrets.token_urlsafe(24)) as world:
         sides: dict[str, EmulatedProvider] = {
-            "google": GoogleSide(google, rng, emulator=google_emulator),
-            "microsoft": MicrosoftSide(microsoft, rng, emulator=microsoft_emulator),
+            "google": GoogleSide(world.clients["google"], rng, emulator=world.google),
+            "microsoft": MicrosoftSide(world.clients["microsoft"], rng, emulator=world.microsoft),
         }
         activity = asyncio.get_running_loop().create_task(
             _simulate_people(list(sides.values()), rng, edits_per_s, fault_rate),

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +19,9 @@ from actors.account import AccountContext, account_spec
 from actors.cell import ActorCell, ActorState
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
-from providers.google.client import GoogleCalendarProvider
+from providers.emulation.world import open_emulated_providers
 from providers.google.emulator import GoogleEmulator
-from providers.http import HttpSettings, create_session
 from providers.interface import CalendarProvider
-from providers.microsoft.client import MicrosoftCalendarProvider
 from providers.microsoft.emulator.server import MicrosoftEmulator
 from providers.models import SyncPage, SyncWindow
 from store.accounts import Provider, create_account, get_account
@@ -204,40 +201,16 @@ def create(provider: str, control: Any, email: str, title: str, start: datetime)
 
 @pytest.fixture
 async def world(pool: PgPool, keyring: Keyring) -> AsyncIterator[World]:
-    secret = secrets.token_urlsafe(16)
     async with contextlib.AsyncExitStack() as stack:
-        google = await stack.enter_async_context(GoogleEmulator("127.0.0.1", 0))
-        microsoft = await stack.enter_async_context(MicrosoftEmulator("127.0.0.1", 0))
-        google.control.add_client(CLIENT_ID, secret)
-        microsoft.control.add_client(CLIENT_ID, secret)
-        ca = Path(microsoft.ca_pem_path)
-        http = await stack.enter_async_context(create_session(HttpSettings(ca_bundle=ca)))
-        gclient = GoogleCalendarProvider(
-            http,
-            api_base_url=google.api_base_url,
-            token_uri=google.token_uri,
-            client_id=CLIENT_ID,
-            client_secret=secret,
+        emulated = await stack.enter_async_context(
+            open_emulated_providers(CLIENT_ID, secrets.token_urlsafe(16))
         )
-        stack.push_async_callback(gclient.aclose)
-        mclient = MicrosoftCalendarProvider(
-            http,
-            authority=microsoft.authority,
-            graph_base_url=microsoft.graph_base_url,
-            graph_beta_base_url=microsoft.graph_beta_base_url,
-            client_id=CLIENT_ID,
-            client_secret=secret,
-            scopes=["https://graph.microsoft.com/Calendars.ReadWrite"],
-            ca_bundle=ca,
-        )
-        stack.push_async_callback(mclient.aclose)
+        google, microsoft = emulated.google, emulated.microsoft
         policy = RestartPolicy(max_restarts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
         supervisor = await stack.enter_async_context(
             Supervisor(policy=policy, shutdown_timeout_s=2.0)
         )
-        w = World(
-            pool, keyring, google, microsoft, {"google": gclient, "microsoft": mclient}, supervisor
-        )
+        w = World(pool, keyring, google, microsoft, emulated.clients, supervisor)
         w.epochs[SHARD] = await take_shard(pool, SHARD, "test-replica")
 
         async def acknowledge(refs: list[tuple[int, str]]) -> None:
