@@ -34,10 +34,16 @@ from store.accounts import Account, list_accounts
 from store.change_feed import run_relay
 from store.crypto import Keyring
 from store.fencing import take_shard
+from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
 from supervisor.replica import Replica
 
 log = structlog.get_logger("supervisor.accounts")
+
+# Shared request budgets: Google 10,000 requests/min per project; Graph 10,000 per 10 min per
+# app and mailbox. Bursts are a tenth of that, so a stampede cannot spend a whole period at once.
+GOOGLE_PROJECT_BUDGET = BucketSpec.per_period(10_000, 60, burst=1_000)
+GRAPH_MAILBOX_BUDGET = BucketSpec.per_period(10_000, 600, burst=1_000)
 
 # What an inbox entry's kind asks of the actor (push renewal keys join with the push work).
 _POST_KINDS = {"changed": "changed", "resync": "resync", "removed": "resync"}
@@ -98,6 +104,7 @@ class AccountsRuntime:
             self.inbox.acknowledge,
             push_address_google=webhook_url(settings, "google"),
             push_address_microsoft=webhook_url(settings, "microsoft"),
+            rate_gate=self._rate_gate,
         )
         spec = account_spec(context)
         inbox = self.inbox
@@ -132,6 +139,15 @@ class AccountsRuntime:
             ):
                 # New credentials were stored for a parked (needs_reauth) account: resume it.
                 cell.post_nowait(("resume", None))
+
+    def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
+        """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3)."""
+        redis = self.replica.redis
+        if provider == "google":
+            return TokenBucket(redis, "google", GOOGLE_PROJECT_BUDGET)
+        if provider == "microsoft":
+            return TokenBucket(redis, f"microsoft:mailbox:{account_id}", GRAPH_MAILBOX_BUDGET)
+        return None
 
     def _runnable(self, account: Account) -> bool:
         if account.provider in self.providers:

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
@@ -48,7 +49,14 @@ from actors.account.push import (
     replace_channel,
 )
 from actors.actor import Actor
-from providers.errors import AuthRevoked, ProviderError, SyncStateExpired, Unauthorized
+from providers.errors import (
+    AuthRevoked,
+    ProviderError,
+    SyncStateExpired,
+    Throttled,
+    Transient,
+    Unauthorized,
+)
 from providers.interface import CalendarProvider
 from providers.models import SyncPage, SyncWindow
 from store.accounts import Account, get_account, set_status
@@ -64,6 +72,7 @@ from store.credentials import Credentials, load_credentials, store_credentials
 from store.db import PgPoolConnection
 from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
+from store.rate_limit import RateLimited, RateLimiterUnavailable
 from supervisor.inbox import InboxEntry
 
 T = TypeVar("T")
@@ -371,10 +380,33 @@ class AccountActor(Actor[object]):
         if token is None or should_refresh(token, creds.access_token_expires_at, self.ctx.clock()):
             token = await self._refresh()
         try:
-            return await request(token)
+            return await self._metered(request, token)
         except Unauthorized:
             token = await self._refresh()
+            return await self._metered(request, token)
+
+    async def _metered(self, request: Callable[[str], Awaitable[T]], token: str) -> T:
+        """One provider call drawn from the shared budget; a provider's Retry-After is shared."""
+        provider = self._provider().name
+        gate = self.ctx.rate_gate(provider, self.id)
+        if gate is None:
             return await request(token)
+        try:
+            await gate.acquire(1, max_wait_s=self.ctx.rate_wait_max_s)
+        except RateLimited as limited:
+            raise Throttled(
+                "shared request budget spent", provider=provider, retry_after_s=limited.wait_s
+            ) from None
+        except RateLimiterUnavailable:
+            raise Transient("request budget unavailable (Redis)", provider=provider) from None
+        try:
+            return await request(token)
+        except Throttled as throttled:
+            if throttled.retry_after_s:
+                # Every replica backs off, not just this actor (providers.md A.5, B.3).
+                with contextlib.suppress(RateLimiterUnavailable):
+                    await gate.penalize(throttled.retry_after_s)
+            raise
 
     async def _refresh(self) -> str:
         """Refresh the access token; store it (and a rotated refresh token) in one transaction."""

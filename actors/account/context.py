@@ -14,12 +14,30 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from providers.interface import CalendarProvider
 from store.crypto import Keyring
 from store.db import PgPool
 
 Acknowledge = Callable[[list[tuple[int, str]]], Awaitable[None]]
+
+
+class RateGate(Protocol):
+    """A shared request budget (``store.rate_limit.TokenBucket`` in a replica)."""
+
+    async def acquire(self, tokens: int = 1, *, max_wait_s: float) -> None:
+        """Take tokens, waiting at most ``max_wait_s``; RateLimited if that is not enough."""
+        ...
+
+    async def penalize(self, seconds: float) -> None:
+        """Block everyone sharing the budget for ``seconds`` (a provider's Retry-After)."""
+        ...
+
+
+def no_rate_gate(_provider: str, _account_id: str) -> RateGate | None:
+    """No shared budget (tests, tools)."""
+    return None
 
 
 def utc_now() -> datetime:
@@ -47,6 +65,9 @@ class AccountContext:
     push_address_google: str | None = None
     push_address_microsoft: str | None = None
     push_ttl_s: int = 7 * 24 * 3600
+    # The shared budget a call to ``provider`` for an account draws on, or None.
+    rate_gate: Callable[[str, str], RateGate | None] = no_rate_gate
+    rate_wait_max_s: float = 5.0  # wait this long for a token before treating it as throttled
     clock: Callable[[], datetime] = utc_now
     rng: random.Random = field(default_factory=random.Random)
 
