@@ -69,13 +69,15 @@ async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> None:
-    async with open_services(settings) as urls, open_replica(settings, urls) as replica:
+    async with open_services(settings) as urls:
         await run_demo(
-            replica,
+            settings,
+            urls,
             accounts=args.accounts,
             duration_s=args.duration,
-            sync_every_s=args.sync_every,
+            edits_per_s=args.edits_per_s,
             fault_rate=args.fault_rate,
+            out=sys.stdout,
         )
 
 
@@ -118,11 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
     commands.add_parser("supervise", help="run one replica").set_defaults(run=_supervise)
-    demo = commands.add_parser("demo", help="a replica with sample accounts and a live status")
-    demo.add_argument("--accounts", type=int, default=300, help="sample accounts to create")
+    demo = commands.add_parser(
+        "demo", help="emulators, gateway and a replica syncing sample accounts, live"
+    )
+    demo.add_argument("--accounts", type=int, default=200, help="sample accounts to connect")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many s")
-    demo.add_argument("--sync-every", type=float, default=5.0, help="mean seconds between syncs")
-    demo.add_argument("--fault-rate", type=float, default=0.01, help="share of syncs that fail")
+    demo.add_argument("--edits-per-s", type=float, default=5.0, help="simulated user edits")
+    demo.add_argument(
+        "--fault-rate", type=float, default=0.01, help="chance per edit of a provider 503 (x5)"
+    )
     # The demo's screen is its status line: only errors (quarantines) are logged there.
     demo.set_defaults(run=_demo, log_format="console", log_level="ERROR")
     rotate = commands.add_parser("rotate-keys", help="re-encrypt credentials under the active key")

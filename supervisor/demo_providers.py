@@ -1,26 +1,18 @@
-"""The demo's providers: both emulators in-process, a user for each demo account, and simulated
-people editing their calendars, so incremental syncs have real changes to find.
+"""The demo's people: a user in its emulator for each demo account, seeded with events, and
+edits made through the emulators' control objects as a person would in the provider's own UI.
 
-Invariants:
-- the emulators, their HTTP sessions, the provider clients and the activity task live exactly as
-  long as the ``open_demo_providers`` block; the activity task is owned and cancelled there;
-- each demo account's stored refresh token is registered with its emulator, so the actors
-  refresh real tokens over HTTP(S) exactly as they would against Google and Microsoft.
+Invariant: each demo account's stored refresh token is registered with its emulator, so the
+actors refresh real tokens over HTTP(S) exactly as they would against Google and Microsoft.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextlib
 import random
-import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from providers.emulation.world import open_emulated_providers
 from providers.google.emulator import GoogleEmulator
 from providers.interface import CalendarProvider
 from providers.microsoft.emulator.server import MicrosoftEmulator
@@ -205,49 +197,3 @@ class MicrosoftSide(EmulatedProvider):
 
     def fail_next_list(self) -> None:
         self._control().add_fault("unavailable", path="*calendarView*", count=1)
-
-
-@dataclass(slots=True)
-class DemoProviders:
-    """Both emulated providers, by provider name."""
-
-    sides: dict[str, EmulatedProvider]
-
-    @property
-    def edits(self) -> int:
-        """Edits simulated people made in all emulators."""
-        return sum(side.edits for side in self.sides.values())
-
-
-async def _simulate_people(
-    sides: list[EmulatedProvider], rng: random.Random, edits_per_s: float, fault_rate: float
-) -> None:
-    """Edit calendars at a steady pace and, now and then, make a provider answer 503."""
-    while True:
-        await asyncio.sleep(1.0 / edits_per_s)
-        side = rng.choice(sides)
-        side.edit_once()
-        if rng.random() < fault_rate * 5:  # about one 503 every 4 s at the defaults
-            side.fail_next_list()
-
-
-@contextlib.asynccontextmanager
-async def open_demo_providers(
-    rng: random.Random, *, edits_per_s: float = 5.0, fault_rate: float = 0.01
-) -> AsyncIterator[DemoProviders]:
-    """Start both emulators, their clients and the simulated people; stop them all on exit."""
-    async with open_emulated_providers(DEMO_CLIENT_ID, secrets.token_urlsafe(24)) as world:
-        sides: dict[str, EmulatedProvider] = {
-            "google": GoogleSide(world.clients["google"], rng, emulator=world.google),
-            "microsoft": MicrosoftSide(world.clients["microsoft"], rng, emulator=world.microsoft),
-        }
-        activity = asyncio.get_running_loop().create_task(
-            _simulate_people(list(sides.values()), rng, edits_per_s, fault_rate),
-            name="demo.people",
-        )
-        try:
-            yield DemoProviders(sides)
-        finally:
-            activity.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await activity
