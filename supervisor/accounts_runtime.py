@@ -126,6 +126,10 @@ class AccountsRuntime:
             failures = await self.supervisor.start_children(new, spec)
             for child_id, error in failures.items():
                 log.error("account actor did not start", account=child_id, error=str(error))
+        listed = {str(a.id) for a in accounts}
+        for running in list(self.supervisor.registry):
+            if running.spec is spec and running.id not in listed:  # purged while running
+                await self.supervisor.stop_child(running.id)
         for account in accounts:
             cell = self.supervisor.get(str(account.id))
             if cell is None:

@@ -125,6 +125,14 @@ async def test_accounts_are_picked_up_synced_and_notifications_acknowledged(
 
             await wait_for(acknowledged, "the notification to be synced and acknowledged")
             assert runtime.inbox is not None and runtime.inbox.statistics.acknowledged == 1
+
+            # Disabled, then removed, while running: its actor stops.
+            await pool.execute("UPDATE accounts SET status = 'disabled' WHERE id = $1", account.id)
+
+            async def stopped() -> bool:
+                return replica.supervisor.get(str(account.id)) is None
+
+            await wait_for(stopped, "the disabled account's actor to stop")
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
