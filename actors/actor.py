@@ -56,6 +56,10 @@ class Actor(Generic[M]):
         """Disarm deadline ``name``."""
         self._cell.cancel_deadline(name)
 
+    def post_self_nowait(self, key: Hashable, item: object = None) -> None:
+        """Post to this actor's own mailbox (coalesced by key, handled after the current step)."""
+        self._cell.post_nowait(key, item)
+
     def set_status(self, status: str | None) -> None:
         """A short free-form status shown beside the state (e.g. ``syncing``)."""
         self._cell.status = status

@@ -241,7 +241,12 @@ class AccountActor(Actor[object]):
             self._arm(POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng))
             due, self.push_due = self.push_due, set()
             for calendar_id in sorted(due):
+                had_channel = calendar_id in self.channels
                 await self._push(calendar_id, recreate=False)
+                if not had_channel and calendar_id in self.channels:
+                    # Changes made between this sync's last page and the channel opening were
+                    # announced to nobody: one more incremental round picks them up.
+                    self.post_self_nowait(("changed", calendar_id))
 
     async def _sync_all(self, *, reconcile: bool) -> None:
         """Incremental (or resumed, or first full) sync of every followed calendar."""
