@@ -120,6 +120,8 @@ class AccountsRuntime:
         accounts = await list_accounts(self.replica.pool)
         wanted = [a for a in accounts if a.status == "active" and self._runnable(a)]
         new = [str(a.id) for a in wanted if self.supervisor.get(str(a.id)) is None]
+        # Rebuilt, not accumulated: a purged account must not linger in a shard's resync list.
+        self._by_shard = {}
         for account in accounts:
             self._by_shard.setdefault(account.shard, set()).add(str(account.id))
         if new:

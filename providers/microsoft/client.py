@@ -16,7 +16,6 @@ Invariants:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -565,8 +564,3 @@ def _channel(body: Mapping[str, Any], calendar_id: str, token: str, operation: s
 def _malformed(operation: str, exc: MalformedPayload) -> Transient:
     # The field name is safe to show; the payload's values are not repeated.
     return Transient(f"Graph {operation} answered malformed: {exc}", provider=PROVIDER)
-
-
-def new_client_state() -> str:
-    """A random clientState for a new subscription (well under Graph's 128 characters)."""
-    return secrets.token_urlsafe(48)
