@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from actors.account.push import channels_to_close
 from store.channels import ChannelRow, list_channels
 from supervisor.inbox import InboxEntry
 from tests import test_account_actor
@@ -204,3 +205,37 @@ async def test_graph_subscription_removed_is_recreated(world: World, receiver: R
 
 def expiry(sub: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(sub["expirationDateTime"]).replace("Z", "+00:00"))
+
+
+async def test_google_channel_of_an_unfollowed_calendar_is_stopped(
+    world: World, receiver: Receiver
+) -> None:
+    with_push(world, receiver, ttl_s=3600)
+    control: Any = world.google.control
+    account_id, primary = await world.add_account("google")
+    email = primary  # a Google user's primary calendar id is their email
+    team = control.add_calendar(email, "Team")["id"]
+    await world.start(account_id)
+    await world.wait_synced(account_id, team)
+
+    async def both_open() -> bool:
+        live = {c["calendarId"] for c in control.channels()}
+        stored = {r.calendar_id for r in await rows(world, account_id)}
+        return live == stored == {primary, team}
+
+    await wait_for(both_open, "a channel for each calendar")
+    control.unsubscribe(email, team)  # the user drops the calendar from their list
+    world.supervisor.post_nowait(account_id, ("sync-now", None), None)
+
+    async def team_closed() -> bool:
+        live = {c["calendarId"] for c in control.channels()}
+        stored = {r.calendar_id for r in await rows(world, account_id)}
+        return live == stored == {primary}
+
+    await wait_for(team_closed, "the Team channel stopped at Google and its row deleted")
+
+
+def test_channels_to_close_spares_followed_calendars_and_graph_mailboxes() -> None:
+    assert channels_to_close("google", ["b", "a", "c"], {"a"}) == ["b", "c"]
+    assert channels_to_close("google", ["a"], {"a", "z"}) == []
+    assert channels_to_close("microsoft", ["primary"], ()) == []

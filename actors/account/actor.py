@@ -43,6 +43,8 @@ from actors.account.policy import (
 from actors.account.push import (
     PushScope,
     calendar_of_deadline,
+    channels_to_close,
+    close_channel,
     open_channel,
     push_deadline,
     pushes_calendar,
@@ -172,7 +174,10 @@ class AccountActor(Actor[object]):
             return
         push_calendar = calendar_of_deadline(name)
         if push_calendar is not None:
-            await self._push(push_calendar, recreate=False)
+            if await self._still_followed(push_calendar):
+                await self._push(push_calendar, recreate=False)
+            else:
+                await self._close(push_calendar)
         elif name == KEEPALIVE:
             await self._guarded(self._keepalive())
         elif name == REBASE:
@@ -256,15 +261,21 @@ class AccountActor(Actor[object]):
                 await reconcile_calendars(conn, self._account_id(), calendars)
             self.listed = True
         now = self.ctx.clock()
+        followed: list[str] = []
         for state in await list_calendar_states(
             self.ctx.pool, self._account_id(), include_removed=False
         ):
             if syncable(state):
+                followed.append(state.id)
                 due = rebase_due(
                     state.window_start, self.ctx.window_back, self.ctx.rebase_every, now
                 )
                 await self._sync_calendar(state, full=due)
         await self._arm_rebase()
+        if reconcile:
+            provider = self._provider().name
+            for calendar_id in channels_to_close(provider, list(self.channels), followed):
+                await self._close(calendar_id)
 
     async def _sync_one(self, calendar_id: str, *, full: bool) -> None:
         state = await get_calendar_state(self.ctx.pool, self._account_id(), calendar_id)
@@ -364,6 +375,48 @@ class AccountActor(Actor[object]):
             self._arm_renewal(row, issued_at)
             return True
         return False
+
+    async def _close(self, calendar_id: str) -> None:
+        """Stop the channel of a calendar no longer followed; a provider error retries later
+        through the same ``push:`` deadline and never fails a sync."""
+        row, account = self.channels.get(calendar_id), self.account
+        address = self.ctx.push_address(account.provider) if account is not None else None
+        if row is None or account is None or self.epoch is None:
+            return
+        scope = PushScope(self.ctx, account, self.epoch, address or "", self._call)
+        try:
+            await close_channel(scope, row)
+        except AuthRevoked as error:
+            await self._revoked(error)
+        except StaleEpoch:
+            self._park("stale epoch")
+            self.stop_nowait()
+        except Parked:
+            pass
+        except ProviderError as error:
+            self.push_failures += 1
+            delay = push_retry_delay_s(
+                error,
+                self.push_failures,
+                self.ctx.rng,
+                initial_s=self.ctx.retry_initial_s,
+                max_s=self.ctx.retry_max_s,
+            )
+            log.info("channel stop deferred", calendar=calendar_id, error=str(error))
+            self._arm(push_deadline(calendar_id), delay)
+        else:
+            self.push_failures = 0
+            del self.channels[calendar_id]
+            self.cancel_deadline(push_deadline(calendar_id))
+            log.info("channel stopped", calendar=calendar_id)
+
+    async def _still_followed(self, calendar_id: str) -> bool:
+        """Whether a channel's calendar is still followed (Graph's mailbox one always is)."""
+        account = self.account
+        if account is None or not channels_to_close(account.provider, [calendar_id], ()):
+            return True
+        state = await get_calendar_state(self.ctx.pool, account.id, calendar_id)
+        return state is not None and syncable(state)
 
     # -- storage steps --------------------------------------------------------------------------
 

@@ -13,15 +13,18 @@ Invariants:
 - a stale epoch rolls the transaction back: the row is never written by a former owner (a
   channel opened just before is left to expire at the provider);
 - stopping the actor or parking it never touches channels: another replica may take over the
-  account and keep them.
+  account and keep them; a Google calendar that is no longer followed (removed from the list or
+  disabled) has its channel stopped at the provider, then its row deleted;
+- a Graph subscription covers the whole mailbox, so it lives as long as the account's actor.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from actors.account.context import AccountContext
 from providers.errors import NotFound
@@ -34,7 +37,13 @@ from store.fencing import fenced_transaction
 PUSH_PREFIX = "push:"
 GRAPH_PUSH_CALENDAR = "primary"  # Graph subscribes to /me/events: one per mailbox
 
-ProviderCall = Callable[[Callable[[str], Awaitable[PushChannel]]], Awaitable[PushChannel]]
+T = TypeVar("T")
+
+
+class ProviderCall(Protocol):
+    """Calls the provider with a fresh access token (refreshing once on 401)."""
+
+    def __call__(self, request: Callable[[str], Awaitable[T]], /) -> Awaitable[T]: ...
 
 
 def push_deadline(calendar_id: str) -> str:
@@ -50,6 +59,16 @@ def calendar_of_deadline(name: str) -> str | None:
 def pushes_calendar(provider: str, calendar_id: str) -> bool:
     """Whether ``calendar_id`` gets a channel of its own (Graph: only the mailbox's primary)."""
     return provider != "microsoft" or calendar_id == GRAPH_PUSH_CALENDAR
+
+
+def channels_to_close(
+    provider: str, with_channel: Iterable[str], followed: Collection[str]
+) -> list[str]:
+    """Calendars whose channel must be stopped because the calendar is no longer followed;
+    never Graph's mailbox subscription, which is not tied to one calendar."""
+    if provider == "microsoft":
+        return []
+    return sorted(c for c in with_channel if c not in followed)
 
 
 def as_push_channel(row: ChannelRow) -> PushChannel:
@@ -123,6 +142,17 @@ async def replace_channel(scope: PushScope, row: ChannelRow) -> ChannelRow:
     # Renewed in place: the provider kept the id and the clientState we hashed before.
     token_hash = row.token_hash if channel.id == row.id else hash_token(token)
     return await _store(scope, channel, token_hash, row)
+
+
+async def close_channel(scope: PushScope, row: ChannelRow) -> None:
+    """Stop ``row``'s channel at the provider (one it no longer knows counts as stopped), then
+    delete the row, so the gateway rejects whatever the provider still sends for it."""
+    await scope.call(
+        lambda access_token: scope.provider.stop_push(access_token, as_push_channel(row))
+    )
+    account = scope.account
+    async with fenced_transaction(scope.ctx.pool, account.shard, scope.epoch) as conn:
+        await delete_channel(conn, row.provider, row.id)
 
 
 async def _store(

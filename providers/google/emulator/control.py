@@ -93,6 +93,10 @@ class Control:
         cal = self._store.add_calendar(email, summary, time_zone, calendar_id=calendar_id)
         return {"id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone}
 
+    def unsubscribe(self, email: str, calendar_id: str) -> None:
+        """The user removes a calendar from their list; its channels keep running."""
+        self._store.unsubscribe(email, calendar_id)
+
     def create_event(self, calendar_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._store.insert_event(self._calendar(calendar_id), body)
 

@@ -222,6 +222,11 @@ class Store:
         self.user_calendars[email].append(cal_id)
         return cal
 
+    def unsubscribe(self, email: str, calendar_id: str) -> None:
+        """Drop a calendar from the user's list (calendarList.delete); it and its watch
+        channels live on, so a client that followed it must stop its channel itself."""
+        self.user_calendars[email].remove(calendar_id)
+
     def calendar(self, email: str, calendar_id: str) -> CalendarRecord:
         """The user's calendar by id or ``primary``; 404 for anything the user does not own."""
         if calendar_id == "primary":
