@@ -1,0 +1,283 @@
+"""One replica's shard keeper: heartbeats, renews its leases, follows ``assign`` and tells the
+replica which shards to start and stop.
+
+Invariants:
+- a shard's actors run only between a successful claim (lease set, then epoch taken in
+  Postgres) and the moment its lease is released, refused, or overdue by ``LeasePolicy``'s stop
+  point, which comes before any other replica can claim it;
+- a shard moving away is stopped first (actors finish or abandon their in-flight transaction),
+  then its lease is deleted; a claim waits a jittered delay so survivors do not claim in step;
+- after it starts (or Redis returns) the keeper claims nothing for one heartbeat period, so
+  replicas starting together see each other first instead of grabbing everything and handing
+  it back;
+- Redis being unreachable only makes renewals fail: shards stop at their stop point and are
+  claimed again once Redis answers (the replica resumes by itself); no Redis call may outlast
+  the earliest stop point (a hung or retrying client must not keep actors past it);
+- every decision is made by the pure ``assign``/``plan`` and ``ShardLease``; this module only
+  performs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import structlog
+
+from store.db import PgPool
+from store.fencing import take_shard
+from supervisor.assignment import assign, plan
+from supervisor.lease_state import LeasePolicy, LeaseState, ShardLease
+from supervisor.leases import LeaseStore, LeaseStoreUnavailable
+
+T = TypeVar("T")
+log = structlog.get_logger("supervisor.shards")
+
+# The keeper never sleeps longer than this, so a change of membership is seen promptly.
+_MAX_NAP_S = 1.0
+
+
+class ShardOwner(Protocol):
+    """What runs a shard's accounts (the replica's accounts runtime)."""
+
+    async def start_shard(self, shard: int, epoch: int) -> None:
+        """Start the shard's actors under ``epoch``."""
+        ...
+
+    async def stop_shard(self, shard: int) -> None:
+        """Stop the shard's actors and wait until their in-flight work is done."""
+        ...
+
+
+@dataclass(slots=True)
+class KeeperStatistics:
+    """Counters for the monitor and metrics."""
+
+    claims: int = 0
+    releases: int = 0
+    losses: int = 0
+    renewal_failures: int = 0
+
+
+@dataclass(slots=True)
+class ShardKeeper:
+    """Keeps this replica's fair share of ``shard_count`` shards."""
+
+    store: LeaseStore
+    pool: PgPool
+    owner: ShardOwner
+    shard_count: int
+    policy: LeasePolicy = field(default_factory=LeasePolicy)
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
+    leases: dict[int, ShardLease] = field(default_factory=dict)
+    epochs: dict[int, int] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)
+    statistics: KeeperStatistics = field(default_factory=KeeperStatistics)
+    _claim_at: dict[int, float] = field(default_factory=dict)
+    _beat_due: float = 0.0
+    _settled_at: float | None = None
+    _pending: asyncio.Task[object] | None = None  # an abandoned Redis call still running
+
+    def __post_init__(self) -> None:
+        for shard in range(self.shard_count):
+            self.leases.setdefault(shard, ShardLease(shard, self.policy))
+
+    @property
+    def replica_id(self) -> str:
+        """The id this replica announces."""
+        return self.store.replica_id
+
+    def owned(self) -> list[int]:
+        """The shards whose actors may run now (held and not lost)."""
+        return [s for s, lease in self.leases.items() if lease.state is LeaseState.OWNED]
+
+    async def run(self) -> None:
+        """Keep the share until cancelled; call ``shutdown`` afterwards for a clean release."""
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(self._nap_s())
+        finally:
+            if self._pending is not None:
+                self._pending.cancel()
+
+    def epoch_refused(self, shard: int) -> None:
+        """A write met a newer epoch: the shard is someone else's; the next tick stops it."""
+        if self.leases[shard].epoch_refused():
+            log.warning("shard taken over (stale epoch)", shard=shard)
+
+    async def tick(self) -> None:
+        """One round: heartbeat, renew, stop what was lost, then release and claim."""
+        members = await self._heartbeat()
+        await self._renew()
+        await self._stop_lost()
+        if members is None or self.replica_id not in members:
+            return
+        now = self.clock()
+        self.members = members
+        if self._settled_at is None:  # just started, or Redis just came back
+            self._settled_at = now + self.policy.renew_after_s
+        if now < self._settled_at:
+            return
+        await self._follow_assignment(now)
+
+    async def shutdown(self) -> None:
+        """Stop every held shard, release its lease and leave the membership."""
+        self._claim_at.clear()
+        for shard, lease in self.leases.items():
+            if lease.holding:
+                await self._release(shard, lease)
+        try:
+            await self._bounded(self.store.leave())
+        except LeaseStoreUnavailable:
+            log.warning("could not leave the membership; the heartbeat will lapse")
+        if self._pending is not None:
+            self._pending.cancel()
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> list[str] | None:
+        now = self.clock()
+        if now < self._beat_due and self.members:
+            return self.members
+        try:
+            members = await self._bounded(self.store.heartbeat())
+        except LeaseStoreUnavailable as error:
+            log.warning("heartbeat failed", error=str(error))
+            self._settled_at = None
+            return None
+        self._beat_due = now + self.policy.renew_after_s
+        return members
+
+    async def _renew(self) -> None:
+        now = self.clock()
+        due = [s for s, lease in self.leases.items() if lease.renew_due(now)]
+        if not due:
+            return
+        sent_at = self.clock()
+        try:
+            answers = await self._bounded(self.store.renew(due))
+        except LeaseStoreUnavailable as error:
+            self.statistics.renewal_failures += 1
+            log.warning("lease renewal failed", shards=len(due), error=str(error))
+            for shard in due:
+                self.leases[shard].renewal_failed(sent_at)
+            return
+        for shard, kept in answers.items():
+            lease = self.leases[shard]
+            if kept:
+                lease.renewed(sent_at)
+            elif lease.renewal_refused():
+                log.warning("lease lost", shard=shard)
+
+    async def _stop_lost(self) -> None:
+        now = self.clock()
+        for shard, lease in self.leases.items():
+            if lease.expire_if_overdue(now):
+                log.warning("lease overdue; stopping the shard", shard=shard)
+            if lease.state is LeaseState.LOST:
+                self.statistics.losses += 1
+                await self.owner.stop_shard(shard)
+                self.epochs.pop(shard, None)
+                lease.stopped()
+
+    async def _follow_assignment(self, now: float) -> None:
+        try:
+            current = await self._bounded(self.store.owners(list(self.leases)))
+        except LeaseStoreUnavailable:
+            return
+        moves = plan(self.replica_id, current, assign(current, self.members))
+        for shard in moves.releases:
+            lease = self.leases[shard]
+            if lease.state is LeaseState.OWNED:
+                await self._release(shard, lease)
+        wanted = set(moves.claims)
+        self._claim_at = {s: at for s, at in self._claim_at.items() if s in wanted}
+        for shard in moves.claims:
+            self._claim_at.setdefault(shard, now + self.policy.claim_delay_s(self.rng))
+        for shard, at in sorted(self._claim_at.items()):
+            if at <= self.clock():
+                del self._claim_at[shard]
+                await self._claim(shard)
+
+    async def _claim(self, shard: int) -> None:
+        lease = self.leases[shard]
+        if not lease.start_claim():
+            return
+        sent_at = self.clock()
+        try:
+            won = await self._bounded(self.store.try_claim(shard))
+        except LeaseStoreUnavailable:
+            won = False
+        if not won:
+            lease.claim_failed()
+            return
+        lease.claimed(sent_at)
+        try:
+            async with self.pool.acquire() as conn:
+                epoch = await take_shard(conn, shard, self.replica_id)
+        except BaseException:
+            lease.release_requested()
+            await self._release(shard, lease, started=False)
+            raise
+        self.epochs[shard] = epoch
+        self.statistics.claims += 1
+        log.info("shard claimed", shard=shard, epoch=epoch)
+        await self.owner.start_shard(shard, epoch)
+
+    async def _release(self, shard: int, lease: ShardLease, *, started: bool = True) -> None:
+        lease.release_requested()
+        if started:
+            await self.owner.stop_shard(shard)
+        self.epochs.pop(shard, None)
+        try:
+            await self._bounded(self.store.release(shard))
+        except LeaseStoreUnavailable:
+            log.warning("could not release a lease; it will expire", shard=shard)
+        lease.released()
+        self.statistics.releases += 1
+        log.info("shard released", shard=shard)
+
+    async def _bounded(self, call: Coroutine[object, object, T]) -> T:
+        """Run a Redis call, giving up on it (as unreachable) at the earliest stop point of a
+        held lease, and after a renewal period at most.
+
+        The call is abandoned, not cancelled: a client may shield a half-read reply from
+        cancellation, which would hold the keeper past the stop point. One abandoned call at a
+        time: until it ends, every further call counts as unreachable at once.
+        """
+        if self._pending is not None and not self._pending.done():
+            call.close()
+            raise LeaseStoreUnavailable("an earlier Redis call has not answered yet")
+        now = self.clock()
+        stops = [at for lease in self.leases.values() if (at := lease.stop_at()) is not None]
+        limit = min([now + self.policy.renew_after_s, *stops])
+        task = asyncio.ensure_future(call)
+        task.set_name(f"shards[{self.replica_id}].redis")
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, limit - now))
+        if task in done:
+            return task.result()
+        self._pending = task
+        task.add_done_callback(_consume_outcome)
+        raise LeaseStoreUnavailable("Redis did not answer in time")
+
+    def _nap_s(self) -> float:
+        now = self.clock()
+        moments = [self._beat_due, *self._claim_at.values()]
+        moments += [d for lease in self.leases.values() if (d := lease.next_deadline()) is not None]
+        if self._settled_at is not None:
+            moments.append(self._settled_at)
+        # Moments already past were handled by the tick (or wait on something else, such as the
+        # membership): only future ones may shorten the nap, or the keeper would spin.
+        ahead = [moment - now for moment in moments if moment > now]
+        return min([_MAX_NAP_S, *ahead])
+
+
+def _consume_outcome(task: asyncio.Task[object]) -> None:
+    """Retrieve an abandoned call's outcome, so its error is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
