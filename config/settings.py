@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
     # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
     public_base_url: str | None = None
+    # The sync window (days before and after now) and how often it is re-based by a full sync.
+    sync_window_back_days: int = Field(default=30, ge=0)
+    sync_window_ahead_days: int = Field(default=365, ge=1)
+    sync_rebase_days: int = Field(default=7, ge=1)
+    # The safety-net incremental sync of every account (jittered), covering lost notifications.
+    sync_poll_s: float = Field(default=900.0, gt=0)
+    # Backoff after a throttled or failed sync: first delay and cap.
+    sync_retry_initial_s: float = Field(default=5.0, gt=0)
+    sync_retry_max_s: float = Field(default=900.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

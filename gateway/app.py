@@ -120,8 +120,17 @@ class _Gateway:
         )
 
     async def _append(self, entries: list[StreamEntry]) -> None:
-        await append(self._redis, entries)
+        ids = await append(self._redis, entries)
         self._stats.appended += len(entries)
+        for entry, entry_id in zip(entries, ids, strict=True):
+            log.debug(
+                "notification appended",
+                stream=entry.key,
+                entry_id=entry_id,
+                account_id=entry.fields["account_id"],
+                calendar_id=entry.fields["calendar_id"],
+                kind=entry.fields["kind"],
+            )
 
     async def google(self, request: web.Request) -> web.Response:
         """``POST /webhooks/google``: one push notification in the ``X-Goog-*`` headers."""

@@ -12,20 +12,25 @@ Invariants:
 - Work is set-based: one statement per kind (upserts, removals, sweep, changes, continuation)
   whatever the page size.
 - Changes of one page are numbered in page order: upserts, then removals, then the sweep by id.
+- Only events overlapping the calendar's window are stored: an upsert that lies wholly outside
+  it (Google's incremental sync is never windowed, so an event moved far away comes back as an
+  upsert) is applied as a removal, as Graph's ``@removed`` for an event that left the window.
+  The stored rows are thus a function of the provider's state, whatever the sync history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import orjson
 
-from providers.models import Event, EventRemoval, SyncPage
-from store.calendars import get_calendar_state
+from providers.models import Event, EventRemoval, SyncPage, SyncWindow
+from store.calendars import CalendarState, get_calendar_state
 from store.change_feed import ChangeKind, ChangeRow, record_changes
 from store.db import Queryable
 
@@ -160,6 +165,55 @@ async def _sweep(
     return sorted((r["id"], "deleted", r["etag"]) for r in rows)
 
 
+def _overlaps(event: Event, window: SyncWindow, calendar_zone: str | None) -> bool:
+    """Whether ``event`` overlaps the window as the providers list it: it starts before the
+    end and ends after the start (a zero-length event at the start counts, as on Graph);
+    all-day dates start at midnight in the calendar's zone (UTC when unknown)."""
+    timing = event.timing
+    if timing.all_day:
+        assert timing.start_date is not None and timing.end_date is not None
+        zone = _zone(calendar_zone)
+        start = datetime.combine(timing.start_date, time(), tzinfo=zone)
+        end = datetime.combine(timing.end_date, time(), tzinfo=zone)
+    else:
+        assert timing.start_at is not None and timing.end_at is not None
+        start, end = timing.start_at, timing.end_at
+    return start < window.end and (end > window.start or start >= window.start)
+
+
+def _zone(name: str | None) -> tzinfo:
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return UTC
+
+
+def _split_by_window(
+    upserts: Sequence[Event], state: CalendarState
+) -> tuple[list[Event], list[EventRemoval]]:
+    """The upserts within the calendar's window, and removals for those wholly outside it."""
+    if state.window_start is None or state.window_end is None:
+        return list(upserts), []
+    window = SyncWindow(state.window_start, state.window_end)
+    inside: list[Event] = []
+    outside: list[EventRemoval] = []
+    for event in upserts:
+        if _overlaps(event, window, state.time_zone):
+            inside.append(event)
+        else:
+            outside.append(
+                EventRemoval(
+                    id=event.id,
+                    calendar_id=event.calendar_id,
+                    definite=False,
+                    recurring_event_id=event.recurring_event_id,
+                )
+            )
+    return inside, outside
+
+
 async def apply_sync_page(
     conn: Queryable, account_id: UUID, calendar_id: str, page: SyncPage
 ) -> list[ChangeRow]:
@@ -174,11 +228,13 @@ async def apply_sync_page(
             f"calendar {calendar_id!r}: page full_sync={page.full_sync}, "
             f"calendar full_round={state.full_round}"
         )
+    upserts, outside = _split_by_window(page.upserts, state)
+    removals = [*page.removals, *outside]
     changes: list[tuple[str, ChangeKind, str | None]] = []
-    if page.upserts:
-        changes += await _upsert(conn, account_id, calendar_id, state.round, page.upserts)
-    if page.removals:
-        changes += await _remove(conn, account_id, calendar_id, page.removals)
+    if upserts:
+        changes += await _upsert(conn, account_id, calendar_id, state.round, upserts)
+    if removals:
+        changes += await _remove(conn, account_id, calendar_id, removals)
     if page.next_cursor is not None:
         await conn.execute(
             "UPDATE calendars SET sync_cursor = $3 WHERE account_id = $1 AND id = $2",

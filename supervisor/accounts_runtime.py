@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 import anyio
@@ -102,6 +103,12 @@ class AccountsRuntime:
             self.providers,
             self.epochs,
             self.inbox.acknowledge,
+            window_back=timedelta(days=settings.sync_window_back_days),
+            window_ahead=timedelta(days=settings.sync_window_ahead_days),
+            rebase_every=timedelta(days=settings.sync_rebase_days),
+            poll_every_s=settings.sync_poll_s,
+            retry_initial_s=settings.sync_retry_initial_s,
+            retry_max_s=settings.sync_retry_max_s,
             push_address_google=webhook_url(settings, "google"),
             push_address_microsoft=webhook_url(settings, "microsoft"),
             rate_gate=self._rate_gate,

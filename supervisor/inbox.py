@@ -148,6 +148,7 @@ class Inbox:
         for shard, ids in by_shard.items():
             key = notifications_key(shard)
             self.statistics.acknowledged += await self.redis.xack(key, GROUP, *ids)
+            log.debug("notifications acknowledged", stream=key, entry_ids=ids)
             await self._trim(key)
 
     async def _route_all(self, shard: int, entries: Sequence[tuple[bytes | str, _Fields]]) -> int:
@@ -167,6 +168,14 @@ class Inbox:
             self.statistics.delivered += 1
             if self.route(entry):
                 routed += 1
+                log.debug(
+                    "notification consumed",
+                    stream=notifications_key(shard),
+                    entry_id=entry_id,
+                    account_id=entry.account_id,
+                    calendar_id=entry.calendar_id,
+                    kind=entry.kind,
+                )
             else:
                 self.statistics.dropped += 1
                 unroutable.append(entry.ref)

@@ -223,6 +223,23 @@ async def test_etag_or_raw_alone_counts_as_an_update(sync: Sync) -> None:
     assert kinds(changes) == [("e1", "updated"), ("e2", "updated")]
 
 
+async def test_an_upsert_outside_the_window_is_a_removal(sync: Sync) -> None:
+    # Google's incremental sync is never windowed: an event moved a year ahead comes back as
+    # an upsert, and must leave Postgres as a full round over the window would leave it.
+    await _full_sync(sync, [ev("e1"), ev("e2"), ev("e3", all_day=True)])
+    far = WINDOW.end + timedelta(days=30)
+    moved = EventTiming(False, start_at=far, end_at=far + timedelta(hours=1))
+    gone = Event("e1", "a", EventStatus.CONFIRMED, moved, title="later", etag='"e1-2"')
+    days = EventTiming(True, start_date=date(2025, 12, 1), end_date=date(2025, 12, 2))
+    before = Event("e3", "a", EventStatus.CONFIRMED, days, title="earlier", etag='"e3-2"')
+    new = Event("e4", "a", EventStatus.CONFIRMED, moved, title="never stored")
+    changes = await sync.apply(
+        page([gone, ev("e2", "kept", etag='"e2-2"'), before, new], token="d2")
+    )
+    assert kinds(changes) == [("e2", "updated"), ("e1", "deleted"), ("e3", "deleted")]
+    assert await sync.titles() == {"e2": "kept"}
+
+
 async def test_removals_delete_present_and_ignore_absent(sync: Sync) -> None:
     await _full_sync(sync, [ev("e1")])
     changes = await sync.apply(page([], ["absent", "e1", "e1"], token="d2"))

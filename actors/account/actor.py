@@ -51,6 +51,7 @@ from actors.account.push import (
     replace_channel,
 )
 from actors.actor import Actor
+from actors.errors import ActorUnavailable
 from providers.errors import (
     AuthRevoked,
     ProviderError,
@@ -81,6 +82,7 @@ T = TypeVar("T")
 log = structlog.get_logger("actors.account")
 
 POLL, REBASE, KEEPALIVE = "poll", "rebase", "token-keepalive"
+_NOTHING = "\x00nothing"  # ``covers`` of a step that syncs no calendar's notifications
 _DEADLINES = (POLL, REBASE, KEEPALIVE)
 
 
@@ -130,7 +132,9 @@ class AccountActor(Actor[object]):
         self.failures = 0  # consecutive throttled/transient failures
         self.parked = False
         self.listed = False  # calendars listed and reconciled in this incarnation
-        self.unacked: list[tuple[int, str]] = []  # refs whose sync failed and will be retried
+        # Inbox refs not yet acknowledged, by the calendar whose sync covers them (None: only a
+        # sync of every calendar does); they wait for that sync's commit, retried on failure.
+        self.unacked: dict[str | None, list[tuple[int, str]]] = {}
         self.channels: dict[str, ChannelRow] = {}  # by calendar id, as stored
         self.push_due: set[str] = set()  # calendars synced in full that have no channel yet
         self.push_failures = 0
@@ -156,9 +160,12 @@ class AccountActor(Actor[object]):
             if await self._push(calendar_id, recreate=kind == "removed") and refs:
                 await self.ctx.acknowledge(refs)
             else:
-                self.unacked += refs  # acknowledged after the next successful sync
+                self._hold(calendar_id, refs)  # acknowledged after its calendar's next sync
             return
-        self.unacked += refs_of(items)
+        scope = (
+            calendar_id if kind in ("changed", "resync") and isinstance(calendar_id, str) else None
+        )
+        self._hold(scope, refs_of(items))
         if self.parked:
             return  # unacknowledged entries are re-delivered once the account resumes
         if kind == "changed" and isinstance(calendar_id, str):
@@ -167,7 +174,7 @@ class AccountActor(Actor[object]):
             work = self._sync_one(calendar_id, full=True)
         else:
             work = self._sync_all(reconcile=True)
-        await self._guarded(work)
+        await self._guarded(work, covers=scope)
 
     async def on_deadline(self, name: str) -> None:
         if self.parked:
@@ -179,11 +186,11 @@ class AccountActor(Actor[object]):
             else:
                 await self._close(push_calendar)
         elif name == KEEPALIVE:
-            await self._guarded(self._keepalive())
+            await self._guarded(self._keepalive(), covers=_NOTHING)
         elif name == REBASE:
-            await self._guarded(self._rebase())
+            await self._guarded(self._rebase(), covers=_NOTHING)
         else:
-            await self._guarded(self._sync_all(reconcile=not self.listed))
+            await self._guarded(self._sync_all(reconcile=not self.listed), covers=None)
 
     # -- sequencing -------------------------------------------------------------------------------
 
@@ -212,8 +219,26 @@ class AccountActor(Actor[object]):
             self._arm_renewal(row, row.created_at or ctx.clock())
         return True
 
-    async def _guarded(self, work: Awaitable[None]) -> None:
-        """Run one sync step, turning the expected failures into parking, stopping or a retry."""
+    async def _guarded(self, work: Awaitable[None], *, covers: str | None) -> None:
+        """Run one sync step, turning the expected failures into parking, stopping or a retry.
+
+        On success the refs ``covers`` stands for are acknowledged: those of one calendar, or
+        with None those of every calendar (``_NOTHING``: none). A failure that escapes (a crash)
+        first hands every unacknowledged ref back to the cell as a ``sync-now`` post: the next
+        incarnation syncs and acknowledges them, since nothing of this one survives the restart
+        (and the inbox delivers an entry only once).
+        """
+        try:
+            await self._guarded_step(work, covers)
+        except BaseException:
+            refs = [ref for held in self.unacked.values() for ref in held]
+            self.unacked = {}
+            with contextlib.suppress(ActorUnavailable):  # stopping: re-read at the next start
+                for ref in refs:
+                    self.post_self_nowait(("sync-now", None), ref)
+            raise
+
+    async def _guarded_step(self, work: Awaitable[None], covers: str | None) -> None:
         try:
             await work
         except AuthRevoked as error:
@@ -239,11 +264,19 @@ class AccountActor(Actor[object]):
             self._arm(POLL, delay)
         else:
             self.failures = 0
-            if self.unacked:
-                refs, self.unacked = self.unacked, []
+            scopes = list(self.unacked) if covers is None else [covers]
+            refs = [ref for scope in scopes for ref in self.unacked.get(scope, ())]
+            if refs:
                 await self.ctx.acknowledge(refs)
+            for scope in scopes:  # only now: a failed acknowledgement is retried later
+                self.unacked.pop(scope, None)
             self.set_status("synced")
-            self._arm(POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng))
+            if not self.unacked:
+                # Else another calendar's sync failed and its retry stays armed: a later poll
+                # must not replace it while its notifications wait.
+                self._arm(
+                    POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng)
+                )
             due, self.push_due = self.push_due, set()
             for calendar_id in sorted(due):
                 had_channel = calendar_id in self.channels
@@ -492,6 +525,10 @@ class AccountActor(Actor[object]):
         self._park("needs_reauth")
 
     # -- small helpers ----------------------------------------------------------------------------
+
+    def _hold(self, scope: str | None, refs: list[tuple[int, str]]) -> None:
+        if refs:
+            self.unacked.setdefault(scope, []).extend(refs)
 
     def _park(self, status: str) -> None:
         self.parked = True

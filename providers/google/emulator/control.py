@@ -15,6 +15,8 @@ HTTP control API (JSON bodies and answers; errors use the Google envelope; base 
   ``<master>_<YYYYMMDDTHHMMSSZ|YYYYMMDD>`` creates or edits that occurrence's exception.
 - ``DELETE calendars/{cal}/events/{id}`` -> 204; an instance id cancels one occurrence.
 - ``GET calendars/{cal}/events`` -> ``{"items": [stored events, cancelled ones included]}``.
+- ``GET calendars/{cal}/export?timeMin=..&timeMax=..`` -> ``{"items": [export rows]}``: the live
+  events a person sees in the window, series expanded (see ``Control.export``).
 - ``POST calendars/{cal}/invalidate_sync_tokens`` ``{"with_reason"?: true}`` -> 204; the next
   incremental sync gets 410 (with or without the ``fullSyncRequired`` reason).
 - ``POST refresh_tokens/revoke`` ``{"refresh_token"}`` -> 204.
@@ -38,7 +40,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +48,7 @@ from aiohttp import web
 from . import recurrence
 from .backend import Backend
 from .errors import ApiError
+from .listing import single_event_rows
 from .store import DEFAULT_SCOPES, CalendarRecord
 from .times import parse_rfc3339
 
@@ -132,6 +135,40 @@ class Control:
         cal = self._calendar(calendar_id)
         return [copy.deepcopy(r.body) for r in cal.events.values()]
 
+    def export(self, calendar_id: str, window: tuple[datetime, datetime]) -> list[dict[str, Any]]:
+        """The calendar's live events overlapping ``window`` as a person sees them, by id.
+
+        Series are expanded into instances with the emulator's own recurrence code (exceptions
+        and cancelled occurrences applied); cancelled events are left out. The overlap rule is
+        events.list's (``end > timeMin`` and ``start < timeMax``). Rows have the shape of
+        ``integration-worker events export`` without provider and account: ``calendar_id``,
+        ``event_id``, ``status``, ``start``/``end`` (UTC instants ending in ``Z``, or dates for
+        all-day events, end exclusive), ``all_day``, ``summary``, plus the ``etag`` served.
+        """
+        cal = self._calendar(calendar_id)
+        low, high = window
+        rows: list[dict[str, Any]] = []
+        for row in single_event_rows(self._store, cal):
+            body = row.source
+            if body.get("status") == "cancelled" or row.start is None or row.end is None:
+                continue
+            if row.end <= low or row.start >= high:
+                continue
+            all_day = "date" in body["start"]
+            rows.append(
+                {
+                    "calendar_id": cal.id,
+                    "event_id": body["id"],
+                    "status": body.get("status", "confirmed"),
+                    "start": body["start"]["date"] if all_day else _utc(row.start),
+                    "end": body["end"]["date"] if all_day else _utc(row.end),
+                    "all_day": all_day,
+                    "summary": body.get("summary"),
+                    "etag": body.get("etag"),
+                }
+            )
+        return sorted(rows, key=lambda r: str(r["event_id"]))
+
     def revoke_refresh_token(self, refresh_token: str) -> None:
         self._store.revoke(refresh_token)
 
@@ -198,6 +235,10 @@ class Control:
         return cal
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 _Route = Callable[[Control, web.Request, dict[str, Any]], Awaitable[Any]]
 CONTROL = web.AppKey("google_emulator_control", Control)
 
@@ -209,6 +250,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", "users/{email}/calendars", _calendars),
         ("POST", "calendars/{cal}/events", _create),
         ("GET", "calendars/{cal}/events", _events),
+        ("GET", "calendars/{cal}/export", _export),
         ("PATCH", "calendars/{cal}/events/{event}", _update),
         ("DELETE", "calendars/{cal}/events/{event}", _delete),
         ("POST", "calendars/{cal}/invalidate_sync_tokens", _invalidate),
@@ -275,6 +317,11 @@ async def _create(c: Control, r: web.Request, b: dict[str, Any]) -> Any:
 
 async def _events(c: Control, r: web.Request, _: dict[str, Any]) -> Any:
     return {"items": c.events(r.match_info["cal"])}
+
+
+async def _export(c: Control, r: web.Request, _: dict[str, Any]) -> Any:
+    window = (parse_rfc3339(r.query["timeMin"]), parse_rfc3339(r.query["timeMax"]))
+    return {"items": c.export(r.match_info["cal"], window)}
 
 
 async def _update(c: Control, r: web.Request, b: dict[str, Any]) -> Any:

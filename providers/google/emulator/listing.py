@@ -289,6 +289,12 @@ def _matches(row: _Row, query: ListQuery, cancelled: bool) -> bool:
     return True
 
 
+def single_event_rows(store: Store, cal: CalendarRecord) -> list[_Row]:
+    """Every row of a ``singleEvents=true`` listing before filters and paging: singles, each
+    series' instances (its exceptions applied) and tombstones; ``source`` is the full body."""
+    return list(_rows(store, cal, single_events=True))
+
+
 def _rows(store: Store, cal: CalendarRecord, single_events: bool) -> Iterable[_Row]:
     for record in cal.events.values():
         if record.is_exception:

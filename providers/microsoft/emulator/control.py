@@ -16,6 +16,8 @@ HTTP control API (JSON bodies and answers; errors use the Graph envelope; base `
 - ``PATCH users/{upn}/events/{id}`` changes -> the event; an occurrence id makes an exception.
 - ``DELETE users/{upn}/events/{id}`` -> 204; an occurrence id cancels that occurrence.
 - ``GET users/{upn}/events`` -> ``{"value": [stored events, masters and exceptions, UTC]}``.
+- ``GET users/{upn}/export?startDateTime=..&endDateTime=..&calendar_id=..`` -> ``{"value":
+  [export rows]}``: the calendar view a person sees in the window (see ``Control.export``).
 - ``POST occurrence_id`` ``{"master_id", "original_start"}`` -> ``{"id"}`` (ISO instant).
 - ``POST users/{upn}/invalidate_delta`` ``{"code"?: "SyncStateNotFound"|"resyncRequired"}``
   -> ``{"invalidated": n}``: every delta/skip token of the user now gets 410.
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -148,6 +150,43 @@ class Control:
             if r.owner == user.id and not r.deleted
         ]
 
+    def export(
+        self, upn: str, window: tuple[datetime, datetime], calendar_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The calendar's view over ``window`` as a person sees it, by id (default calendar
+        unless ``calendar_id``).
+
+        It is calendarView's own computation (singles, the series' occurrences expanded with
+        the emulator's recurrence code, exceptions, cancelled occurrences left out). Rows have
+        the shape of ``integration-worker events export`` without provider and account:
+        ``calendar_id`` (Graph's id), ``event_id``, ``status``, ``start``/``end`` (UTC instants
+        ending in ``Z``, or for all-day events the dates as rendered in UTC, end exclusive),
+        ``all_day``, ``summary``, plus the ``etag`` served.
+        """
+        user = self._user(upn)
+        cal = (
+            self._store.default_calendar(user.id)
+            if calendar_id is None
+            else self._store.calendar(user.id, calendar_id)
+        )
+        rows: list[dict[str, Any]] = []
+        for inst in self._store.view(user.id, cal.id, window).values():
+            resource = inst.resource
+            all_day = bool(resource.get("isAllDay"))
+            rows.append(
+                {
+                    "calendar_id": cal.id,
+                    "event_id": inst.id,
+                    "status": "cancelled" if resource.get("isCancelled") else "confirmed",
+                    "start": _day(resource["start"]) if all_day else _utc(inst.start),
+                    "end": _day(resource["end"]) if all_day else _utc(inst.end),
+                    "all_day": all_day,
+                    "summary": resource.get("subject"),
+                    "etag": resource.get("@odata.etag"),
+                }
+            )
+        return sorted(rows, key=lambda r: str(r["event_id"]))
+
     def invalidate_delta_tokens(self, upn: str, code: str = SYNC_STATE_NOT_FOUND) -> int:
         return self._backend.delta.invalidate(self._user(upn).id, code)
 
@@ -227,6 +266,15 @@ class Control:
         return user
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _day(edge: dict[str, Any]) -> str:
+    """The date of a UTC-rendered all-day edge (its ``dateTime`` is that day's midnight)."""
+    return str(edge["dateTime"])[:10]
+
+
 _Route = Callable[[Control, web.Request, dict[str, Any]], Awaitable[Any]]
 CONTROL = web.AppKey("microsoft_emulator_control", Control)
 
@@ -239,6 +287,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", "users/{upn}/calendars", _calendars),
         ("POST", "users/{upn}/events", _create),
         ("GET", "users/{upn}/events", _events),
+        ("GET", "users/{upn}/export", _export),
         ("PATCH", "users/{upn}/events/{event}", _update),
         ("DELETE", "users/{upn}/events/{event}", _delete),
         ("POST", "occurrence_id", _occurrence_id),
@@ -312,6 +361,11 @@ async def _create(c: Control, r: web.Request, b: dict[str, Any]) -> Any:
 
 async def _events(c: Control, r: web.Request, _: dict[str, Any]) -> Any:
     return {"value": c.events(r.match_info["upn"])}
+
+
+async def _export(c: Control, r: web.Request, _: dict[str, Any]) -> Any:
+    window = (parse_timestamp(r.query["startDateTime"]), parse_timestamp(r.query["endDateTime"]))
+    return {"value": c.export(r.match_info["upn"], window, r.query.get("calendar_id"))}
 
 
 async def _update(c: Control, r: web.Request, b: dict[str, Any]) -> Any:
