@@ -22,7 +22,7 @@ from store.crypto import Keyring
 from store.db import create_pool
 from store.migrate import migrate
 from supervisor.accounts_runtime import AccountsRuntime, providers_from_settings
-from supervisor.demo import run_demo
+from supervisor.demo import DEFAULT_EVENTS, run_demo
 from supervisor.operator_commands import OperatorError, add_operator_commands
 from supervisor.replica import open_replica
 from supervisor.services import open_services
@@ -78,6 +78,9 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> None:
             edits_per_s=args.edits_per_s,
             fault_rate=args.fault_rate,
             out=sys.stdout,
+            events_per_account=args.events,
+            seed=args.seed,
+            reauth_after_s=args.reauth_after,
         )
 
 
@@ -127,7 +130,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many s")
     demo.add_argument("--edits-per-s", type=float, default=5.0, help="simulated user edits")
     demo.add_argument(
-        "--fault-rate", type=float, default=0.01, help="chance per edit of a provider 503 (x5)"
+        "--events", type=int, default=DEFAULT_EVENTS, help="events seeded per account"
+    )
+    demo.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.04,
+        help="injected faults per edit (429, 5xx, expired sync token, revoked token, crash);"
+        " 0 disables",
+    )
+    demo.add_argument("--seed", type=int, default=None, help="fixes the fault schedule")
+    demo.add_argument(
+        "--reauth-after", type=float, default=5.0, help="s until a revoked user re-connects"
     )
     # The demo's screen is its status line: only errors (quarantines) are logged there.
     demo.set_defaults(run=_demo, log_format="console", log_level="ERROR")
