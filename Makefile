@@ -31,6 +31,7 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python -m bench.actors
+	$(BIN)/python -m bench.sync
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

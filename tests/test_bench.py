@@ -31,3 +31,35 @@ def test_bench_prints_one_json_object_of_figures() -> None:
     assert figures.keys() >= REQUIRED
     assert figures["actors"] == 300 and figures["messages"] == 3000
     assert all(figures[key] > 0 for key in REQUIRED)
+
+
+SYNC_REQUIRED = {
+    "webhook_commit_p50_ms",
+    "webhook_commit_p99_ms",
+    "webhook_edits",
+    "webhook_samples",
+    "webhook_notifications",
+    "ingest_events_per_s",
+    "copy_events_per_s",
+    "ingest_ratio",
+    "coalesce_notifications",
+}
+
+
+def test_sync_bench_prints_one_json_object_of_figures() -> None:
+    args = ["--accounts", "20", "--edits-per-s", "20", "--duration-s", "2"]
+    args += ["--ingest-events", "2000", "--ingest-repeat", "1", "--notifications", "20"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sync", *args, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (line,) = out.stdout.strip().splitlines()
+    figures = orjson.loads(line)
+    assert figures.keys() >= SYNC_REQUIRED | {"coalesce_list_calls", "coalesce_committed"}
+    assert figures["webhook_accounts"] == 20 and figures["ingest_events"] == 2000
+    assert all(figures[key] > 0 for key in SYNC_REQUIRED)
+    assert 1 <= figures["coalesce_list_calls"] <= 2
+    assert figures["coalesce_committed"] is True
