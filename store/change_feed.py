@@ -42,7 +42,7 @@ DEFAULT_STREAM = "iw:changes"
 # is hashtext(current_schema()), so deployments sharing a database do not block each other.
 RELAY_LOCK_NAMESPACE = 0x1A7E_0002
 
-_COLUMNS = "id, account_id, calendar_id, event_id, kind, origin, etag, created_at"
+CHANGE_COLUMNS = "id, account_id, calendar_id, event_id, kind, origin, etag, created_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,8 @@ class ChangeRow:
     created_at: datetime
 
 
-def _change(row: asyncpg.Record) -> ChangeRow:
+def change_of(row: asyncpg.Record) -> ChangeRow:
+    """A ``changes`` row (selected as ``CHANGE_COLUMNS``) as a ``ChangeRow``."""
     return ChangeRow(
         id=row["id"],
         account_id=row["account_id"],
@@ -89,7 +90,7 @@ async def record_changes(
         " SELECT $1, $2, t.event_id, t.kind, $3, t.etag"
         " FROM unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY"
         " AS t(event_id, kind, etag, ord) ORDER BY t.ord"
-        f" RETURNING {_COLUMNS}",
+        f" RETURNING {CHANGE_COLUMNS}",
         account_id,
         calendar_id,
         origin,
@@ -97,7 +98,7 @@ async def record_changes(
         kinds,
         etags,
     )
-    return sorted((_change(r) for r in rows), key=lambda c: c.id)
+    return sorted((change_of(r) for r in rows), key=lambda c: c.id)
 
 
 def stream_fields(change: ChangeRow) -> dict[str, str]:
@@ -117,9 +118,10 @@ def stream_fields(change: ChangeRow) -> dict[str, str]:
 async def fetch_pending(conn: Queryable, batch: int) -> list[ChangeRow]:
     """Up to ``batch`` unpublished changes, lowest id first."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM changes WHERE published_at IS NULL ORDER BY id LIMIT $1", batch
+        f"SELECT {CHANGE_COLUMNS} FROM changes WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        batch,
     )
-    return [_change(r) for r in rows]
+    return [change_of(r) for r in rows]
 
 
 async def xadd_changes(redis: Redis, stream: str, changes: Sequence[ChangeRow]) -> None:

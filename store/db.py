@@ -8,7 +8,7 @@ Invariants:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeAlias
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -35,6 +35,10 @@ class Queryable(Protocol):
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None: ...
 
     async def fetchval(self, query: str, *args: object) -> Any: ...
+
+    async def copy_records_to_table(
+        self, table_name: str, *, records: Iterable[Sequence[object]], columns: Sequence[str]
+    ) -> str: ...
 
 
 def validate_schema(schema: str) -> str:

@@ -31,7 +31,7 @@ import orjson
 
 from providers.models import Event, EventRemoval, SyncPage, SyncWindow
 from store.calendars import CalendarState, get_calendar_state
-from store.change_feed import ChangeKind, ChangeRow, record_changes
+from store.change_feed import CHANGE_COLUMNS, ChangeKind, ChangeRow, change_of, record_changes
 from store.db import Queryable
 
 # The stored fields an upsert compares and writes, with their SQL types (unnest arrays).
@@ -64,22 +64,30 @@ def _upsert_sql() -> str:
         return "(" + ", ".join(f"{alias}.{n}" for n in names) + ")"
 
     # $1 account, $2 calendar, $3 round, $4 ids, $5.. one array per field. ``diff`` reads the
-    # rows as they were before the insert (one snapshot for the whole statement).
+    # rows as they were before the insert (one snapshot for the whole statement). The LATERAL
+    # ... LIMIT 1 keeps it a primary-key lookup per input row: a plain join lets the planner,
+    # which has no statistics for a calendar still filling up, hash the calendar's every row,
+    # and the initial sync becomes quadratic.
     return (
         f"WITH input AS (SELECT * FROM unnest($4::text[], {arrays}) WITH ORDINALITY"
         f" AS t(id, {', '.join(names)}, ord)),"
         f" diff AS (SELECT i.*, e.id IS NULL AS is_new,"
         f" {row('e')} IS DISTINCT FROM {row('i')} AS differs, e.seen_round AS old_seen"
-        f" FROM input i LEFT JOIN events e"
-        f" ON e.account_id = $1 AND e.calendar_id = $2 AND e.id = i.id),"
+        f" FROM input i LEFT JOIN LATERAL (SELECT * FROM events e WHERE e.account_id = $1"
+        f" AND e.calendar_id = $2 AND e.id = i.id LIMIT 1) e ON true),"
         f" written AS (INSERT INTO events AS e (account_id, calendar_id, id, {', '.join(names)},"
         f" seen_round) SELECT $1, $2, d.id, {', '.join('d.' + n for n in names)}, $3"
         f" FROM diff d WHERE d.differs OR d.old_seen < $3"
         f" ON CONFLICT (account_id, calendar_id, id) DO UPDATE SET"
         f" {', '.join(f'{n} = EXCLUDED.{n}' for n in names)}, seen_round = EXCLUDED.seen_round,"
         f" updated_at = CASE WHEN {row('e')} IS DISTINCT FROM {row('EXCLUDED')}"
-        f" THEN now() ELSE e.updated_at END RETURNING 1)"
-        f" SELECT d.id, d.is_new, d.etag FROM diff d WHERE d.differs ORDER BY d.ord"
+        f" THEN now() ELSE e.updated_at END RETURNING 1),"
+        # The changes in the same statement: one round trip, and the rows need not travel back.
+        f" logged AS (INSERT INTO changes (account_id, calendar_id, event_id, kind, origin, etag)"
+        f" SELECT $1, $2, d.id, CASE WHEN d.is_new THEN 'created' ELSE 'updated' END,"
+        f" 'provider', d.etag FROM diff d WHERE d.differs ORDER BY d.ord"
+        f" RETURNING {CHANGE_COLUMNS})"
+        f" SELECT * FROM logged ORDER BY id"
     )
 
 
@@ -117,6 +125,20 @@ def _columns(events: Sequence[Event]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in _FIELDS]
 
 
+_COPY_COLUMNS = ("account_id", "calendar_id", "id", *(name for name, _ in _FIELDS), "seen_round")
+
+
+def _records(
+    account_id: UUID, calendar_id: str, round_: int, events: Sequence[Event]
+) -> list[tuple[object, ...]]:
+    """``_COPY_COLUMNS`` rows of new events."""
+    columns = _columns(events)
+    return [
+        (account_id, calendar_id, event.id, *values, round_)
+        for event, values in zip(events, zip(*columns, strict=True), strict=True)
+    ]
+
+
 def _check_calendar(calendar_id: str, items: Sequence[Event | EventRemoval]) -> None:
     for item in items:
         if item.calendar_id != calendar_id:
@@ -126,15 +148,40 @@ def _check_calendar(calendar_id: str, items: Sequence[Event | EventRemoval]) -> 
 
 
 async def _upsert(
-    conn: Queryable, account_id: UUID, calendar_id: str, round_: int, upserts: Sequence[Event]
-) -> list[tuple[str, ChangeKind, str | None]]:
+    conn: Queryable,
+    account_id: UUID,
+    calendar_id: str,
+    round_: int,
+    upserts: Sequence[Event],
+    *,
+    full_round: bool,
+) -> list[ChangeRow]:
+    """Store the upserts and record their changes (origin ``provider``), in page order."""
     # The last copy of a repeated id wins: ON CONFLICT may touch a row only once per statement.
     latest = {e.id: e for e in upserts}
     events = list(latest.values())
+    if full_round and not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE account_id = $1 AND calendar_id = $2"
+        " AND id = ANY($3::text[]))",
+        account_id,
+        calendar_id,
+        list(latest),
+    ):
+        # Every row is new (an initial sync): nothing to compare, so load them with COPY. The
+        # calendar row is locked, so no other writer can add one of these ids meanwhile.
+        await conn.copy_records_to_table(
+            "events",
+            records=_records(account_id, calendar_id, round_, events),
+            columns=_COPY_COLUMNS,
+        )
+        created: list[tuple[str, ChangeKind, str | None]] = [
+            (e.id, "created", e.etag) for e in events
+        ]
+        return await record_changes(conn, account_id, calendar_id, created, origin="provider")
     rows = await conn.fetch(
         _UPSERT_SQL, account_id, calendar_id, round_, [e.id for e in events], *_columns(events)
     )
-    return [(r["id"], "created" if r["is_new"] else "updated", r["etag"]) for r in rows]
+    return [change_of(r) for r in rows]
 
 
 async def _remove(
@@ -230,9 +277,12 @@ async def apply_sync_page(
         )
     upserts, outside = _split_by_window(page.upserts, state)
     removals = [*page.removals, *outside]
-    changes: list[tuple[str, ChangeKind, str | None]] = []
+    recorded: list[ChangeRow] = []
     if upserts:
-        changes += await _upsert(conn, account_id, calendar_id, state.round, upserts)
+        recorded = await _upsert(
+            conn, account_id, calendar_id, state.round, upserts, full_round=state.full_round
+        )
+    changes: list[tuple[str, ChangeKind, str | None]] = []
     if removals:
         changes += await _remove(conn, account_id, calendar_id, removals)
     if page.next_cursor is not None:
@@ -252,7 +302,9 @@ async def apply_sync_page(
             calendar_id,
             page.delta_token,
         )
-    return await record_changes(conn, account_id, calendar_id, changes, origin="provider")
+    return recorded + await record_changes(
+        conn, account_id, calendar_id, changes, origin="provider"
+    )
 
 
 def _utc(instant: datetime) -> str:

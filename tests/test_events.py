@@ -347,9 +347,41 @@ async def test_large_page_is_a_few_statements_not_one_per_event(sync: Sync) -> N
                 conn, sync.account_id, "a", page(events, ["old0", "old1"], token="d", full=True)
             )
             await asyncio.sleep(0)  # loggers run via call_soon
-    # Lock calendar, upsert, removals, sweep, continuation, changes: independent of page size.
-    assert len(queries) == 6, queries
+    # Lock calendar, look for existing ids, COPY (all new; not a logged query), their changes,
+    # removals, sweep, continuation, the other changes: independent of page size.
+    assert len(queries) == 7, queries
+    assert not any(q.startswith("INSERT INTO events") for q in queries)
     assert len(changes) == 5100
     assert kinds(changes)[:1] == [("e00000", "created")]
     assert kinds(changes)[-1] == ("old99", "deleted")
+    assert [c.id for c in changes] == sorted(c.id for c in changes)
     assert len(await sync.titles()) == 5000
+
+
+async def test_a_page_mixing_new_and_stored_events_is_one_upsert(sync: Sync) -> None:
+    await _full_sync(sync, [ev(f"e{i:05}") for i in range(100)])
+    await sync.start_full()
+    events = [ev(f"e{i:05}", title="renamed" if i % 2 else "meeting") for i in range(200)]
+    queries: list[str] = []
+
+    def log(record: LoggedQuery) -> None:
+        queries.append(record.query)
+
+    async with fenced_transaction(sync.pool, SHARD, sync.epoch) as conn:
+        with conn.query_logger(log):
+            changes = await apply_sync_page(
+                conn, sync.account_id, "a", page(events, [], token="d", full=True)
+            )
+            await asyncio.sleep(0)
+    # Lock, look for existing ids, upsert with its changes, sweep, continuation (asyncpg's own
+    # type introspection left out).
+    ours = [
+        q
+        for q in queries
+        if q.startswith(("SELECT account_id", "SELECT EXISTS", "WITH input", "DELETE", "UPDATE"))
+    ]
+    assert len(ours) == 5, queries
+    created = [c.event_id for c in changes if c.kind == "created"]
+    updated = [c.event_id for c in changes if c.kind == "updated"]
+    assert created == [f"e{i:05}" for i in range(100, 200)]
+    assert updated == [f"e{i:05}" for i in range(1, 100, 2)]  # only real differences
