@@ -8,8 +8,9 @@ Contract (at-least-once, deduplicate by ``change_id``):
   them ``published_at``. A crash between the XADD and that UPDATE publishes the same rows again
   on the next run: nothing is lost, something may repeat. Consumers keep the highest (or a set
   of) ``change_id`` they applied and skip repeats.
-- One relay publishes at a time (session advisory lock per schema), so a run's entries are in
-  id order and two relays never interleave.
+- One relay publishes at a time (a transaction-level advisory lock per schema, held while a
+  batch is read, added to the stream and marked), so entries are in id order and two relays
+  never interleave.
 - One account's changes are written one transaction at a time (its actor, fenced), so within an
   account stream order is id order is commit order. Across accounts a lower id committed late is
   published after higher ones (it is still published: the relay selects by ``published_at``).
@@ -144,27 +145,24 @@ async def publish_pending(
     pool: PgPool, redis: Redis, *, stream: str = DEFAULT_STREAM, batch: int = 500
 ) -> int:
     """Publish every unpublished change; the number published (0 if another relay runs)."""
+    total = 0
     async with pool.acquire() as conn:
-        locked = await conn.fetchval(
-            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", RELAY_LOCK_NAMESPACE
-        )
-        if not locked:
-            return 0
-        try:
-            total = 0
-            while pending := await fetch_pending(conn, batch):
-                await xadd_changes(redis, stream, pending)
-                # A crash here republishes this batch next run (at-least-once, see above).
-                await mark_published(conn, [c.id for c in pending])
-                total += len(pending)
-                if len(pending) < batch:
-                    break
-            return total
-        finally:
-            # The pool's reset on release also unlocks, should this statement not run.
-            await conn.execute(
-                "SELECT pg_advisory_unlock($1, hashtext(current_schema()))", RELAY_LOCK_NAMESPACE
-            )
+        while True:
+            async with conn.transaction():
+                locked = await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+                    RELAY_LOCK_NAMESPACE,
+                )
+                if not locked:
+                    return total
+                pending = await fetch_pending(conn, batch)
+                if pending:
+                    await xadd_changes(redis, stream, pending)
+                    # A crash here republishes this batch next run (at-least-once, see above).
+                    await mark_published(conn, [c.id for c in pending])
+            total += len(pending)
+            if len(pending) < batch:
+                return total
 
 
 async def run_relay(

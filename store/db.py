@@ -3,6 +3,11 @@
 Invariants:
 - Every pool connection has ``search_path = <schema>, public``, so queries never name the schema.
 - A schema name is validated before use and always double-quoted in DDL.
+- Pool connections carry no session state between uses: no SET, LISTEN, cursor or session
+  advisory lock outlives a transaction (locks are ``pg_advisory_xact_lock``). So a released
+  connection only has its transaction rolled back, without asyncpg's reset query, which would
+  cost a round trip on every release; anything that needs session state opens its own
+  connection.
 """
 
 from __future__ import annotations
@@ -66,11 +71,16 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
         dsn,
         min_size=min_size,
         max_size=max_size,
+        reset=_keep_session,
         server_settings={
             "search_path": f"{quote_ident(schema)},public",
             "application_name": APPLICATION_NAME,
         },
     )
+
+
+async def _keep_session(_conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """A released connection needs no reset beyond asyncpg's rollback (see the invariants)."""
 
 
 @asynccontextmanager

@@ -9,7 +9,9 @@ Invariants:
   through ``on_lost(shard)``, since notifications may have been lost: that shard's accounts
   must each get a sync;
 - entries are trimmed with ``XTRIM MINID`` below the oldest pending entry, never past one an
-  actor has not acknowledged;
+  actor has not acknowledged; an acknowledgement is one XACK, and the streams it touched are
+  trimmed by the read loop at most every ``trim_every_s`` (trimming after every XACK would
+  triple the Redis commands of a notification);
 - entries for accounts this replica does not run (removed, or quarantined) are acknowledged at
   once and counted: a released or re-added account starts with a sync anyway.
 """
@@ -92,7 +94,10 @@ class Inbox:
     on_lost: Callable[[int], None]
     block_ms: int = 1000
     count: int = 200
+    trim_every_s: float = 1.0
     statistics: InboxStatistics = field(default_factory=InboxStatistics)
+    _untrimmed: set[int] = field(default_factory=set)  # shards acknowledged since their trim
+    _trimmed_at: float = 0.0
     # Per shard, the last own-pending entry re-read at start; absent once the backlog is done.
     _backlog: dict[int, str] = field(default_factory=dict)
     _known: set[int] = field(default_factory=set)
@@ -108,6 +113,9 @@ class Inbox:
 
     async def read_once(self, shards: Sequence[int]) -> int:
         """One XREADGROUP over ``shards`` (own backlog first); the number of entries routed."""
+        now = asyncio.get_running_loop().time()
+        if self._untrimmed and now - self._trimmed_at >= self.trim_every_s:
+            await self.trim_acknowledged()
         for shard in shards:
             if shard not in self._known:
                 await self._ensure_group(shard, lost=False)
@@ -149,7 +157,14 @@ class Inbox:
             key = notifications_key(shard)
             self.statistics.acknowledged += await self.redis.xack(key, GROUP, *ids)
             log.debug("notifications acknowledged", stream=key, entry_ids=ids)
-            await self._trim(key)
+            self._untrimmed.add(shard)
+
+    async def trim_acknowledged(self) -> None:
+        """Trim every stream acknowledged in since its last trim (the read loop calls this)."""
+        self._trimmed_at = asyncio.get_running_loop().time()
+        shards, self._untrimmed = self._untrimmed, set()
+        for shard in sorted(shards):
+            await self._trim(notifications_key(shard))
 
     async def _route_all(self, shard: int, entries: Sequence[tuple[bytes | str, _Fields]]) -> int:
         unroutable: list[tuple[int, str]] = []

@@ -282,6 +282,13 @@ async def test_google_sync_message_is_acknowledged_not_appended(
     assert app[STATS].acknowledged == 1
     forged = await client.post("/webhooks/google", headers=_google_headers(state="sync", token="x"))
     assert forged.status == 403
+    # A channel whose row is not committed yet (watch answered, the actor's commit pending).
+    early = await client.post(
+        "/webhooks/google", headers=_google_headers(state="sync", channel_id="g-new")
+    )
+    assert early.status == 200
+    assert await _stream_keys(redis) == []
+    assert app[STATS].acknowledged == 2
 
 
 # --- Microsoft ----------------------------------------------------------------------------

@@ -54,10 +54,16 @@ async def test_entries_stay_pending_until_acknowledged_then_are_trimmed(redis: R
 
     await box.acknowledge([e.ref for e in recorder.routed[:2]])
     assert await pending(redis, 3) == 1
+    assert await redis.xlen(notifications_key(3)) == 3  # trimmed by the read loop, not the ack
+    await box.trim_acknowledged()
     assert await redis.xlen(notifications_key(3)) == 1  # trimmed below the oldest pending
     await box.acknowledge([recorder.routed[2].ref])
     assert await pending(redis, 3) == 0
     assert box.statistics.acknowledged == 3
+    box.trim_every_s = 0.0  # the next read trims what was acknowledged
+    box.block_ms = 1
+    await box.read_once([3])
+    assert await redis.xlen(notifications_key(3)) == 1  # all done: only the last delivered stays
 
 
 async def test_a_restarted_replica_gets_its_unacknowledged_entries_again(redis: Redis) -> None:

@@ -348,12 +348,18 @@ class AccountActor(Actor[object]):
                 expired_once = True
                 state = await self._start_round(state.id)
                 continue
+            done = page.delta_token is not None
             async with self._fenced() as conn:
                 await apply_sync_page(conn, self._account_id(), state.id, page)
-                after = await get_calendar_state(conn, self._account_id(), state.id)
-            if after is None or page.delta_token is not None:
-                if after is not None and state.id not in self.channels:
+                # The stored continuation is read back only when there is one to follow.
+                after = (
+                    None if done else await get_calendar_state(conn, self._account_id(), state.id)
+                )
+            if done:
+                if state.id not in self.channels:
                     self.push_due.add(state.id)
+                return
+            if after is None:
                 return
             state = after
 

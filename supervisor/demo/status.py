@@ -114,7 +114,6 @@ class Gauges:
             "gateway 503": gateway.unavailable,
             "faults not placed": self.injector.failed,
         }
-        # unknown_channel: mostly Google's "sync" message racing its channel row's commit.
         errors.update({f"gateway {why}": n for why, n in gateway.rejected.items()})
         journal = self.journal
         stats = self.supervisor.registry.statistics()
