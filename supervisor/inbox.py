@@ -44,6 +44,7 @@ class InboxEntry:
     account_id: str
     calendar_id: str
     kind: str
+    read_at: float | None = None  # the loop's clock when this replica read it from the stream
 
     @property
     def ref(self) -> tuple[int, str]:
@@ -73,12 +74,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def parse_entry(shard: int, entry_id: str, fields: _Fields) -> InboxEntry:
+def parse_entry(
+    shard: int, entry_id: str, fields: _Fields, *, read_at: float | None = None
+) -> InboxEntry:
     """An inbox entry from a stream entry's fields; ValueError if a required field is missing."""
     values = {_text(k): _text(v) for k, v in fields.items()}
     try:
         return InboxEntry(
-            shard, entry_id, values["account_id"], values["calendar_id"], values["kind"]
+            shard, entry_id, values["account_id"], values["calendar_id"], values["kind"], read_at
         )
     except KeyError as exc:
         raise ValueError(f"stream entry {entry_id} lacks {exc.args[0]!r}") from None
@@ -160,22 +163,38 @@ class Inbox:
             self._untrimmed.add(shard)
 
     async def trim_acknowledged(self) -> None:
-        """Trim every stream acknowledged in since its last trim (the read loop calls this)."""
+        """Trim every stream acknowledged in since its last trim (the read loop calls this):
+        below its oldest pending entry, or up to its last delivered one when none is pending.
+        Two pipelined round trips whatever the number of streams."""
         self._trimmed_at = asyncio.get_running_loop().time()
         shards, self._untrimmed = self._untrimmed, set()
-        for shard in sorted(shards):
-            await self._trim(notifications_key(shard))
+        keys = [notifications_key(shard) for shard in sorted(shards)]
+        if not keys:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.xpending(key, GROUP)
+                pipe.xinfo_groups(key)
+            replies = await pipe.execute(raise_on_error=False)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, summary, groups in zip(keys, replies[::2], replies[1::2], strict=True):
+                oldest = _trim_point(summary, groups)
+                if oldest is not None:
+                    pipe.xtrim(key, minid=oldest, approximate=False)
+            # A stream that vanished meanwhile is the read loop's to recover, not the trim's.
+            await pipe.execute(raise_on_error=False)
 
     async def _route_all(self, shard: int, entries: Sequence[tuple[bytes | str, _Fields]]) -> int:
         unroutable: list[tuple[int, str]] = []
         routed = 0
+        now = asyncio.get_running_loop().time()
         for raw_id, fields in entries:
             entry_id = _text(raw_id)
             if not fields:  # a pending entry that was trimmed away meanwhile
                 unroutable.append((shard, entry_id))
                 continue
             try:
-                entry = parse_entry(shard, entry_id, fields)
+                entry = parse_entry(shard, entry_id, fields, read_at=now)
             except ValueError:
                 self.statistics.malformed += 1
                 unroutable.append((shard, entry_id))
@@ -198,16 +217,6 @@ class Inbox:
             await self.acknowledge(unroutable)
         return routed
 
-    async def _trim(self, key: str) -> None:
-        summary = await self.redis.xpending(key, GROUP)
-        oldest = summary.get("min") if summary else None
-        if oldest is None:
-            groups = await self.redis.xinfo_groups(key)
-            mine = next((g for g in groups if _text(g["name"]) == GROUP), None)
-            oldest = None if mine is None else mine.get("last-delivered-id")
-        if oldest is not None:
-            await self.redis.xtrim(key, minid=_text(oldest), approximate=False)
-
     async def _ensure_group(self, shard: int, *, lost: bool) -> None:
         key = notifications_key(shard)
         try:
@@ -227,6 +236,18 @@ class Inbox:
             with contextlib.suppress(ResponseError):
                 await self._ensure_group(shard, lost=True)
             self._backlog.pop(shard, None)  # a recreated group has no pending entries
+
+
+def _trim_point(summary: object, groups: object) -> str | None:
+    """Where ``XTRIM MINID`` may cut: the oldest pending id, else the group's last delivered
+    one; None when a reply is an error (a stream or group that vanished)."""
+    if isinstance(summary, dict) and summary.get("min") is not None:
+        return _text(summary["min"])
+    if isinstance(summary, dict) and isinstance(groups, list):
+        mine = next((g for g in groups if _text(g["name"]) == GROUP), None)
+        delivered = None if mine is None else mine.get("last-delivered-id")
+        return None if delivered is None else _text(delivered)
+    return None
 
 
 def _shard_of(key: str) -> int:

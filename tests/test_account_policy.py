@@ -10,12 +10,14 @@ import pytest
 from actors.account.policy import (
     backoff_s,
     needs_renewal,
+    notified_soon_after_sync,
     poll_delay_s,
     rebase_at,
     rebase_due,
     renew_at,
     retry_delay_s,
     seconds_until,
+    settle_delay_s,
     should_refresh,
     sync_window,
 )
@@ -104,3 +106,18 @@ def test_channel_renewal_at_half_life() -> None:
     assert needs_renewal(issued, expires, expires + timedelta(days=1))
     assert renew_at(issued, None) is None
     assert not needs_renewal(issued, None, NOW + timedelta(days=365))
+
+
+def test_a_notification_read_during_or_just_after_the_last_sync_makes_the_calendar_hot() -> None:
+    assert notified_soon_after_sync([5.0, 9.0], synced_at=8.0, quiet_s=0.05)  # 5.0: during it
+    assert notified_soon_after_sync([8.04], synced_at=8.0, quiet_s=0.05)  # just after it
+    assert not notified_soon_after_sync([9.0], synced_at=8.0, quiet_s=0.05)  # a fresh change
+    assert not notified_soon_after_sync([5.0], synced_at=None, quiet_s=0.05)  # never synced
+    assert not notified_soon_after_sync([None], synced_at=8.0, quiet_s=0.05)  # not from the inbox
+
+
+def test_a_hot_calendar_waits_for_a_pause_but_not_forever() -> None:
+    assert settle_delay_s(now=10.0, first_at=10.0, quiet_s=0.1, max_s=1.0) == pytest.approx(0.1)
+    assert settle_delay_s(now=10.5, first_at=10.0, quiet_s=0.1, max_s=1.0) == pytest.approx(0.1)
+    assert settle_delay_s(now=10.95, first_at=10.0, quiet_s=0.1, max_s=1.0) == pytest.approx(0.05)
+    assert settle_delay_s(now=12.0, first_at=10.0, quiet_s=0.1, max_s=1.0) == 0.0

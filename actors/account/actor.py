@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
@@ -30,6 +31,7 @@ import structlog
 
 from actors.account.context import AccountContext
 from actors.account.policy import (
+    notified_soon_after_sync,
     poll_delay_s,
     push_retry_delay_s,
     rebase_at,
@@ -37,6 +39,7 @@ from actors.account.policy import (
     renew_at,
     retry_delay_s,
     seconds_until,
+    settle_delay_s,
     should_refresh,
     sync_window,
 )
@@ -82,6 +85,7 @@ T = TypeVar("T")
 log = structlog.get_logger("actors.account")
 
 POLL, REBASE, KEEPALIVE = "poll", "rebase", "token-keepalive"
+SETTLE_PREFIX = "settle:"  # + calendar id: the follow-up sync of a hot calendar
 _NOTHING = "\x00nothing"  # ``covers`` of a step that syncs no calendar's notifications
 _DEADLINES = (POLL, REBASE, KEEPALIVE)
 
@@ -121,6 +125,8 @@ class AccountActor(Actor[object]):
         "parked",
         "push_due",
         "push_failures",
+        "settling",
+        "synced_at",
         "unacked",
     )
 
@@ -138,6 +144,8 @@ class AccountActor(Actor[object]):
         self.channels: dict[str, ChannelRow] = {}  # by calendar id, as stored
         self.push_due: set[str] = set()  # calendars synced in full that have no channel yet
         self.push_failures = 0
+        self.synced_at: dict[str, float] = {}  # loop time each calendar's last sync ended
+        self.settling: dict[str, float] = {}  # hot calendars: loop time of the first held post
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -169,6 +177,8 @@ class AccountActor(Actor[object]):
         if self.parked:
             return  # unacknowledged entries are re-delivered once the account resumes
         if kind == "changed" and isinstance(calendar_id, str):
+            if self._settles(calendar_id, items):
+                return  # the settle deadline syncs it once the burst pauses
             work = self._sync_one(calendar_id, full=False)
         elif kind == "resync" and isinstance(calendar_id, str):
             work = self._sync_one(calendar_id, full=True)
@@ -185,6 +195,10 @@ class AccountActor(Actor[object]):
                 await self._push(push_calendar, recreate=False)
             else:
                 await self._close(push_calendar)
+        elif name.startswith(SETTLE_PREFIX):
+            calendar_id = name[len(SETTLE_PREFIX) :]
+            self.settling.pop(calendar_id, None)
+            await self._guarded(self._sync_one(calendar_id, full=False), covers=calendar_id)
         elif name == KEEPALIVE:
             await self._guarded(self._keepalive(), covers=_NOTHING)
         elif name == REBASE:
@@ -356,6 +370,7 @@ class AccountActor(Actor[object]):
                     None if done else await get_calendar_state(conn, self._account_id(), state.id)
                 )
             if done:
+                self.synced_at[state.id] = asyncio.get_running_loop().time()
                 if state.id not in self.channels:
                     self.push_due.add(state.id)
                 return
@@ -532,6 +547,22 @@ class AccountActor(Actor[object]):
 
     # -- small helpers ----------------------------------------------------------------------------
 
+    def _settles(self, calendar_id: str, items: list[object]) -> bool:
+        """Hold a notified calendar's sync while it is hot (notified during its last sync or
+        just after), so a burst of notifications costs one follow-up sync, not one each."""
+        reads = (item.read_at for item in items if isinstance(item, InboxEntry))
+        quiet_s = self.ctx.settle_quiet_s
+        hot = calendar_id in self.settling or notified_soon_after_sync(
+            reads, self.synced_at.get(calendar_id), quiet_s
+        )
+        if not hot:
+            return False
+        now = asyncio.get_running_loop().time()
+        first = self.settling.setdefault(calendar_id, now)
+        delay = settle_delay_s(now, first, quiet_s, self.ctx.settle_max_s)
+        self._arm(SETTLE_PREFIX + calendar_id, delay)
+        return True
+
     def _hold(self, scope: str | None, refs: list[tuple[int, str]]) -> None:
         if refs:
             self.unacked.setdefault(scope, []).extend(refs)
@@ -542,6 +573,9 @@ class AccountActor(Actor[object]):
             self.cancel_deadline(name)
         for calendar_id in {*self.channels, *self.push_due}:
             self.cancel_deadline(push_deadline(calendar_id))
+        for calendar_id in self.settling:
+            self.cancel_deadline(SETTLE_PREFIX + calendar_id)
+        self.settling.clear()  # held entries stay unacknowledged: re-delivered on resume
         self.set_status(status)
 
     def _arm(self, name: str, delay_s: float) -> None:

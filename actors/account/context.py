@@ -62,6 +62,11 @@ class AccountContext:
     retry_initial_s: float = 5.0
     retry_max_s: float = 15 * 60.0
     token_keepalive: timedelta = timedelta(days=7)  # Microsoft refresh tokens lapse when idle
+    # A calendar notified while it syncs, or this soon after, is hot: its follow-up sync waits
+    # until notifications pause this long (at most ``settle_max_s`` after the first held), so
+    # a burst costs one more sync. Short, as it delays an edit that follows another closely.
+    settle_quiet_s: float = 0.05
+    settle_max_s: float = 1.0
     push_address_google: str | None = None
     push_address_microsoft: str | None = None
     push_ttl_s: int = 7 * 24 * 3600

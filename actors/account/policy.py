@@ -9,6 +9,7 @@ Invariants:
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from providers.errors import ErrorKind, ProviderError
@@ -104,3 +105,19 @@ def push_retry_delay_s(
     an optimisation over polling, so its failures are retried, never raised."""
     delay = retry_delay_s(error, failures, rng, initial_s=initial_s, max_s=max_s)
     return max_s if delay is None else delay
+
+
+def notified_soon_after_sync(
+    read_at: Iterable[float | None], synced_at: float | None, quiet_s: float
+) -> bool:
+    """Whether a notification was read during the calendar's last sync or less than
+    ``quiet_s`` after it ended: the calendar is in a burst, so its next sync should wait."""
+    if synced_at is None:
+        return False
+    return any(at is not None and at < synced_at + quiet_s for at in read_at)
+
+
+def settle_delay_s(now: float, first_at: float, quiet_s: float, max_s: float) -> float:
+    """How long a hot calendar's follow-up sync waits from ``now``: until notifications pause
+    for ``quiet_s``, but no later than ``max_s`` after the first one held (``first_at``)."""
+    return max(0.0, min(now + quiet_s, first_at + max_s) - now)
