@@ -5,8 +5,8 @@ to its shard stream (as the gateway does) is routed, synced and acknowledged aft
 from __future__ import annotations
 
 import asyncio
-import gc
 import base64
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
