@@ -9,6 +9,8 @@ Invariants:
   costs one sync; it is acknowledged by the actor after the commit that covers it;
 - when a shard's stream was lost (Redis came back empty), every account of that shard syncs;
 - accounts added, re-activated or disabled while running are picked up by a periodic scan;
+- the scan, the inbox and the relay each restart after a Postgres or Redis outage
+  (``run_resilient``) instead of ending the replica;
 - after a scan started actors, the heap is collected and frozen (``settle_heap``), so full
   collections do not walk the long-lived actors while notifications wait.
 """
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 import aiohttp
 import anyio
@@ -41,6 +44,7 @@ from store.fencing import take_shard
 from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
 from supervisor.replica import Replica
+from supervisor.resilient import run_resilient
 
 log = structlog.get_logger("supervisor.accounts")
 
@@ -130,12 +134,15 @@ class AccountsRuntime:
         )
         spec = account_spec(context)
         inbox = self.inbox
+        pool, redis = self.replica.pool, self.replica.redis
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "accounts.scan": partial(self._scan_forever, spec),
+            "accounts.inbox": partial(inbox.run, self.epochs.keys),
+            "accounts.relay": partial(run_relay, pool, redis),
+        }
         async with anyio.create_task_group() as group:
-            group.start_soon(self._scan_forever, spec, name="accounts.scan")
-            group.start_soon(inbox.run, self.epochs.keys, name="accounts.inbox")
-            group.start_soon(
-                run_relay, self.replica.pool, self.replica.redis, name="accounts.relay"
-            )
+            for name, loop in loops.items():
+                group.start_soon(run_resilient, name, loop, name=name)
 
     async def scan(self, spec: ChildSpec[object]) -> None:
         """Start actors for active accounts without one; resume or stop the rest as needed."""
