@@ -121,7 +121,7 @@ def plain_line(fig: Figures) -> str:
         f" delivered {fig.delivered_per_s:.1f}/s; edits {fig.edits};"
         f" lag p50 {ms(fig.lag_p50_ms)} p99 {ms(fig.lag_p99_ms)};"
         f" changes {fig.changes} ({fig.published} published); events {fig.events};"
-        f" restarts {fig.restarts}; faults {_counts(fig.faults)}; errors {_counts(fig.errors)}"
+        f" faults {_counts(fig.faults)}; errors {_counts(fig.errors)}"
     )
 
 
