@@ -204,6 +204,15 @@ class Supervisor:
         await self._stop_cells([cell], self.shutdown_timeout_s if timeout_s is None else timeout_s)
         self.registry.remove(cell)
 
+    async def stop_children(self, child_ids: Iterable[str], timeout_s: float | None = None) -> None:
+        """Stop many children at once (ask all, wait, then cancel the rest) and forget them."""
+        cells = [c for c in map(self.registry.get, child_ids) if c is not None]
+        if not cells:
+            return
+        await self._stop_cells(cells, self.shutdown_timeout_s if timeout_s is None else timeout_s)
+        for cell in cells:
+            self.registry.remove(cell)
+
     async def release(self, child_id: str) -> ActorCell[Any]:
         """Restart a quarantined child with a fresh budget; return once it started."""
         cell = self.registry.get(child_id)

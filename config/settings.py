@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
     # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
     public_base_url: str | None = None
+    # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
+    # shard to another (it stops the shard's actors well before, see docs/shards.md).
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    # Actor start-ups after taking shards: this many at once, then this many per second.
+    actor_start_burst: int = Field(default=200, ge=1)
+    actor_start_rate_per_s: float = Field(default=1000.0, gt=0)
     # The sync window (days before and after now) and how often it is re-based by a full sync.
     sync_window_back_days: int = Field(default=30, ge=0)
     sync_window_ahead_days: int = Field(default=365, ge=1)

@@ -2,8 +2,10 @@
 shard streams to the actors, relays the change feed, and follows accounts added or changed.
 
 Invariants:
-- until shard leases exist (a later issue) one replica holds every shard; it takes each shard's
-  epoch in Postgres at start, so a replica started later fences this one out;
+- shards come and go with the replica's ``ShardKeeper`` (leases in Redis, epochs in Postgres):
+  actors run only for accounts of shards it owns; taking a shard wakes the scan, which starts
+  their actors in paced batches; giving one up stops its actors before the lease is released;
+  a write refused for a stale epoch tells the keeper, which gives the shard up;
 - an account runs only when its provider is configured; others are logged once and skipped;
 - an inbox entry goes to its account's actor as a post keyed by (kind, calendar), so a burst
   costs one sync; it is acknowledged by the actor after the commit that covers it;
@@ -18,11 +20,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from uuid import UUID
 
 import aiohttp
 import anyio
@@ -37,14 +41,16 @@ from config.settings import Settings
 from providers.google.client import GoogleCalendarProvider
 from providers.interface import CalendarProvider
 from providers.microsoft.client import MicrosoftCalendarProvider
-from store.accounts import Account, list_accounts
+from store.accounts import Account, list_accounts, shard_for
 from store.change_feed import run_relay
 from store.crypto import Keyring
-from store.fencing import take_shard
 from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
+from supervisor.lease_state import LeasePolicy
+from supervisor.leases import LeaseStore
 from supervisor.replica import Replica
 from supervisor.resilient import run_resilient
+from supervisor.shard_keeper import ShardKeeper
 
 log = structlog.get_logger("supervisor.accounts")
 
@@ -93,35 +99,47 @@ def webhook_url(settings: Settings, path: str) -> str | None:
 
 @dataclass(slots=True)
 class AccountsRuntime:
-    """The account side of one running replica."""
+    """The account side of one running replica (the keeper's ``ShardOwner``)."""
 
     replica: Replica
     providers: Mapping[str, CalendarProvider]
     keyring: Keyring
     scan_every_s: float = 10.0
-    epochs: dict[int, int] = field(default_factory=dict)
+    keeper: ShardKeeper | None = None
+    inbox: Inbox | None = None
+    _spec: ChildSpec[object] | None = None
     _by_shard: dict[int, set[str]] = field(default_factory=dict)
     _skipped: set[str] = field(default_factory=set)
-    inbox: Inbox | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def supervisor(self) -> Supervisor:
         """The replica's actor supervisor."""
         return self.replica.supervisor
 
+    @property
+    def epochs(self) -> dict[int, int]:
+        """The epoch of every shard this replica holds (shared with the actors)."""
+        return {} if self.keeper is None else self.keeper.epochs
+
+    def owned(self) -> list[int]:
+        """The shards whose actors run here now."""
+        return [] if self.keeper is None else self.keeper.owned()
+
     async def run(self) -> None:
-        """Take the shards, start the actors, and serve until cancelled."""
-        settings = self.replica.settings
-        async with self.replica.pool.acquire() as conn:
-            for shard in range(settings.shard_count):
-                self.epochs[shard] = await take_shard(conn, shard, settings.replica_id)
-        self.inbox = Inbox(self.replica.redis, settings.replica_id, self._route, self._lost)
+        """Keep a share of the shards, run their actors, and serve until cancelled; on the way
+        out, stop the actors and release the leases so other replicas take over at once."""
+        settings, pool, redis = self.replica.settings, self.replica.pool, self.replica.redis
+        policy = LeasePolicy(ttl_s=settings.lease_ttl_s)
+        store = LeaseStore(redis, settings.replica_id, ttl_s=settings.lease_ttl_s)
+        keeper = self.keeper = ShardKeeper(store, pool, self, settings.shard_count, policy=policy)
+        inbox = self.inbox = Inbox(redis, settings.replica_id, self._route, self._lost)
         context = AccountContext(
-            self.replica.pool,
+            pool,
             self.keyring,
             self.providers,
-            self.epochs,
-            self.inbox.acknowledge,
+            keeper.epochs,
+            inbox.acknowledge,
             window_back=timedelta(days=settings.sync_window_back_days),
             window_ahead=timedelta(days=settings.sync_window_ahead_days),
             rebase_every=timedelta(days=settings.sync_rebase_days),
@@ -131,38 +149,63 @@ class AccountsRuntime:
             push_address_google=webhook_url(settings, "google"),
             push_address_microsoft=webhook_url(settings, "microsoft"),
             rate_gate=self._rate_gate,
+            on_stale_epoch=keeper.epoch_refused,
         )
-        spec = account_spec(context)
-        inbox = self.inbox
-        pool, redis = self.replica.pool, self.replica.redis
+        spec = self._spec = account_spec(context)
         loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "accounts.shards": keeper.run,
             "accounts.scan": partial(self._scan_forever, spec),
-            "accounts.inbox": partial(inbox.run, self.epochs.keys),
+            "accounts.inbox": partial(inbox.run, self.owned),
             "accounts.relay": partial(run_relay, pool, redis),
         }
-        async with anyio.create_task_group() as group:
-            for name, loop in loops.items():
-                group.start_soon(run_resilient, name, loop, name=name)
+        try:
+            async with anyio.create_task_group() as group:
+                for name, loop in loops.items():
+                    group.start_soon(run_resilient, name, loop, name=name)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await keeper.shutdown()
+
+    async def start_shard(self, shard: int, epoch: int) -> None:
+        """The keeper took ``shard``: the scan starts its actors (paced), without delay."""
+        self._wake.set()
+
+    async def stop_shard(self, shard: int) -> None:
+        """The keeper gives ``shard`` up: stop reading it and stop its actors."""
+        if self.inbox is not None:
+            self.inbox.forget(shard)
+        count = self.replica.settings.shard_count
+        doomed = [
+            cell.id
+            for cell in list(self.supervisor.registry)
+            if cell.spec is self._spec and shard_for(UUID(cell.id), count) == shard
+        ]
+        # Bounded well inside the lease's stop margin: the keeper renews nothing meanwhile.
+        settings = self.replica.settings
+        await self.supervisor.stop_children(
+            doomed, timeout_s=min(settings.shutdown_timeout_s, settings.lease_ttl_s / 4)
+        )
 
     async def scan(self, spec: ChildSpec[object]) -> None:
-        """Start actors for active accounts without one; resume or stop the rest as needed."""
+        """Start actors for active accounts of owned shards; resume or stop the rest."""
+        settings = self.replica.settings
         accounts = await list_accounts(self.replica.pool)
-        wanted = [a for a in accounts if a.status == "active" and self._runnable(a)]
+        owned = set(self.owned())
+        mine = [a for a in accounts if a.shard in owned]
+        wanted = [a for a in mine if a.status == "active" and self._runnable(a)]
         new = [str(a.id) for a in wanted if self.supervisor.get(str(a.id)) is None]
         # Rebuilt, not accumulated: a purged account must not linger in a shard's resync list.
         self._by_shard = {}
-        for account in accounts:
+        for account in mine:
             self._by_shard.setdefault(account.shard, set()).add(str(account.id))
         if new:
-            failures = await self.supervisor.start_children(new, spec)
-            for child_id, error in failures.items():
-                log.error("account actor did not start", account=child_id, error=str(error))
+            await self._start_paced(new, spec, settings.actor_start_burst)
             settle_heap()
-        listed = {str(a.id) for a in accounts}
+        kept = {str(a.id) for a in mine}
         for running in list(self.supervisor.registry):
-            if running.spec is spec and running.id not in listed:  # purged while running
+            if running.spec is spec and running.id not in kept:  # purged, or shard gone
                 await self.supervisor.stop_child(running.id)
-        for account in accounts:
+        for account in mine:
             cell = self.supervisor.get(str(account.id))
             if cell is None:
                 continue
@@ -175,6 +218,18 @@ class AccountsRuntime:
             ):
                 # New credentials were stored for a parked (needs_reauth) account: resume it.
                 cell.post_nowait(("resume", None))
+
+    async def _start_paced(self, ids: list[str], spec: ChildSpec[object], burst: int) -> None:
+        """Start actors in batches of ``burst`` at ``actor_start_rate_per_s``, so a replica taking
+        many shards does not stampede Postgres (each start loads its account) or the providers."""
+        rate = self.replica.settings.actor_start_rate_per_s
+        for offset in range(0, len(ids), burst):
+            batch = ids[offset : offset + burst]
+            failures = await self.supervisor.start_children(batch, spec)
+            for child_id, error in failures.items():
+                log.error("account actor did not start", account=child_id, error=str(error))
+            if offset + burst < len(ids):
+                await asyncio.sleep(len(batch) / rate)
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
         """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3)."""
@@ -195,8 +250,10 @@ class AccountsRuntime:
 
     async def _scan_forever(self, spec: ChildSpec[object]) -> None:
         while True:
+            self._wake.clear()
             await self.scan(spec)
-            await asyncio.sleep(self.scan_every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.scan_every_s)
 
     def _route(self, entry: InboxEntry) -> bool:
         kind = _POST_KINDS.get(entry.kind, "changed")

@@ -4,7 +4,10 @@ Invariants:
 - one consumer group (``GROUP``) per stream, one consumer per replica (its replica id); an
   entry stays pending until ``acknowledge`` is called for it, which the actor does only after
   the sync covering it committed, so a crash anywhere re-delivers instead of losing;
-- at start the inbox first re-reads its own pending entries (id ``0``), then new ones (``>``);
+- on taking a shard the inbox first claims the entries a former owner left pending
+  (``XAUTOCLAIM``), then re-reads its own pending entries (id ``0``), then new ones (``>``);
+  a shard given up (``forget``) is no longer read, and its pending entries wait for the next
+  owner;
 - a stream or group that vanished (NOGROUP: Redis lost its data) is recreated and reported
   through ``on_lost(shard)``, since notifications may have been lost: that shard's accounts
   must each get a sync;
@@ -67,6 +70,7 @@ class InboxStatistics:
     acknowledged: int = 0
     dropped: int = 0  # entries for accounts this replica does not run
     malformed: int = 0
+    adopted: int = 0  # entries claimed from a former owner of a shard
     groups_recreated: int = 0
 
 
@@ -122,6 +126,7 @@ class Inbox:
         for shard in shards:
             if shard not in self._known:
                 await self._ensure_group(shard, lost=False)
+                await self._adopt(shard)
                 self._backlog[shard] = "0"
         backlog = [s for s in shards if s in self._backlog]
         streams = {notifications_key(s): self._backlog[s] for s in backlog} or {
@@ -150,6 +155,25 @@ class Inbox:
                     del self._backlog[shard]  # own pending entries all re-read
             routed += await self._route_all(shard, entries)
         return routed
+
+    def forget(self, shard: int) -> None:
+        """Stop reading ``shard`` (given up); its entries still pending go to the next owner."""
+        self._known.discard(shard)
+        self._backlog.pop(shard, None)
+
+    async def _adopt(self, shard: int) -> None:
+        """Make every entry of ``shard`` pending for another consumer (a former owner that died
+        or gave the shard up) this replica's own, so the backlog read delivers it here."""
+        key, start = notifications_key(shard), "0-0"
+        while True:
+            # Not JUSTID: redis-py then returns the ids alone, without the cursor to go on from.
+            reply = await self.redis.xautoclaim(
+                key, GROUP, self.consumer, min_idle_time=0, start_id=start, count=500
+            )
+            start, claimed = _text(reply[0]), reply[1]
+            self.statistics.adopted += len(claimed)
+            if start == "0-0":
+                return
 
     async def acknowledge(self, refs: Iterable[tuple[int, str]]) -> None:
         """Acknowledge entries (after the commit that covers them) and trim what is done."""

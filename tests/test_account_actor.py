@@ -364,6 +364,9 @@ async def test_revoked_consent_parks_until_resumed(world: World) -> None:
 
 
 async def test_stale_epoch_stops_without_writing(world: World) -> None:
+    refused: list[int] = []
+    assert world.ctx is not None
+    world.ctx = replace(world.ctx, on_stale_epoch=refused.append)
     account_id, cal = await world.add_account("google")
     cell = await world.start(account_id)
     await world.wait_synced(account_id, cal)
@@ -382,6 +385,7 @@ async def test_stale_epoch_stops_without_writing(world: World) -> None:
     assert cell.restarts == 0
     assert await world.events(account_id) == before
     assert world.acks == []  # not ours to acknowledge: the new owner syncs and acknowledges
+    assert refused == [SHARD]  # the replica is told, so it gives the shard up
 
 
 @pytest.mark.parametrize("failure", ["crash", "503"])

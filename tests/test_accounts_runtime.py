@@ -46,6 +46,7 @@ def settings_for(database_url: str, redis_url: str, key: bytes) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         shard_count=4,
+        lease_ttl_s=1.0,
         monitor_enabled=False,
         replica_id="replica-test",
         encryption_keys={"k": base64.urlsafe_b64encode(key).decode()},

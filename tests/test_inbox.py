@@ -85,6 +85,27 @@ async def test_a_restarted_replica_gets_its_unacknowledged_entries_again(redis: 
     assert second.routed[-1].entry_id == newer
 
 
+async def test_a_new_owner_adopts_what_the_former_owner_left_pending(redis: Redis) -> None:
+    former = Recorder()
+    former_box = inbox(redis, former, consumer="replica-a")
+    await former_box.read_once([6])
+    ids = [await append(redis, 6, f"cal-{i}") for i in range(600)]  # more than one XAUTOCLAIM
+    while await former_box.read_once([6]):
+        pass
+    await former_box.acknowledge([former.routed[0].ref])  # committed before it died
+    former_box.forget(6)  # it gave the shard up (or died) with 599 entries pending
+
+    taker = Recorder()
+    box = inbox(redis, taker, consumer="replica-b")
+    while await box.read_once([6]):
+        pass
+    assert [e.entry_id for e in taker.routed] == ids[1:]  # each one it left pending, once
+    assert box.statistics.adopted == 599
+    consumers = await redis.xinfo_consumers(notifications_key(6), GROUP)
+    by_name = {c["name"].decode(): c["pending"] for c in consumers}
+    assert by_name == {"replica-a": 0, "replica-b": 599}
+
+
 async def test_entries_for_accounts_not_here_are_acknowledged_at_once(redis: Redis) -> None:
     recorder = Recorder()
     box = inbox(redis, recorder)

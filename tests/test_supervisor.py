@@ -385,6 +385,18 @@ async def test_stray_cancelled_error_is_a_crash_but_task_cancel_ends_the_child()
         assert world.stops[-1] == "b"
 
 
+async def test_stop_children_stops_several_at_once_and_forgets_them() -> None:
+    world = World()
+    async with supervisor() as sup:
+        cells = await sup.start_children(["a", "b", "c"], spec(world))
+        assert cells == {}
+        await sup.stop_children(["a", "c", "missing"])
+        assert sorted(world.stops) == ["a", "c"]
+        assert sup.get("a") is None and sup.get("c") is None
+        b = sup.get("b")
+        assert b is not None and state(b) is ActorState.IDLE
+
+
 async def test_deadlines_fire_on_time_without_a_task_each() -> None:
     world = World()
     ids = [f"d{i}" for i in range(50)]

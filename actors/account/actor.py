@@ -258,8 +258,7 @@ class AccountActor(Actor[object]):
         except AuthRevoked as error:
             await self._revoked(error)
         except StaleEpoch:
-            self._park("stale epoch")
-            self.stop_nowait()
+            self._fenced_out()
         except Parked:
             pass
         except ProviderError as error:
@@ -408,8 +407,7 @@ class AccountActor(Actor[object]):
         except AuthRevoked as error:
             await self._revoked(error)
         except StaleEpoch:
-            self._park("stale epoch")
-            self.stop_nowait()
+            self._fenced_out()
         except Parked:
             pass
         except ProviderError as error:
@@ -443,8 +441,7 @@ class AccountActor(Actor[object]):
         except AuthRevoked as error:
             await self._revoked(error)
         except StaleEpoch:
-            self._park("stale epoch")
-            self.stop_nowait()
+            self._fenced_out()
         except Parked:
             pass
         except ProviderError as error:
@@ -542,7 +539,8 @@ class AccountActor(Actor[object]):
             async with self._fenced() as conn:
                 await set_status(conn, self._account_id(), "needs_reauth", last_error=str(error))
         except StaleEpoch:
-            self.stop_nowait()
+            self._fenced_out()
+            return
         self._park("needs_reauth")
 
     # -- small helpers ----------------------------------------------------------------------------
@@ -566,6 +564,13 @@ class AccountActor(Actor[object]):
     def _hold(self, scope: str | None, refs: list[tuple[int, str]]) -> None:
         if refs:
             self.unacked.setdefault(scope, []).extend(refs)
+
+    def _fenced_out(self) -> None:
+        """A write met a newer epoch: another replica owns the shard now; stop, and say so."""
+        self._park("stale epoch")
+        self.stop_nowait()
+        if self.account is not None:
+            self.ctx.on_stale_epoch(self.account.shard)
 
     def _park(self, status: str) -> None:
         self.parked = True
