@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
     # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
     public_base_url: str | None = None
+    # Test fault injection, never for production: while this file exists, every fenced write
+    # waits before its epoch check (split-brain tests hold a replica there during a takeover).
+    fault_hold_file: Path | None = None
     # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
     # shard to another (it stops the shard's actors well before, see docs/shards.md).
     lease_ttl_s: float = Field(default=10.0, gt=0)

@@ -19,7 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from store.db import PgPool, PgPoolConnection, Queryable
@@ -55,11 +55,25 @@ async def current_epoch(conn: Queryable, shard: int) -> int | None:
     return None if epoch is None else int(epoch)
 
 
+# Fault injection for split-brain tests (``IW_FAULT_HOLD_FILE``): awaited before every epoch
+# check, so a write prepared under an old ownership can be held while the shard is taken over.
+# None in production.
+_hold_before_check: Callable[[], Awaitable[None]] | None = None
+
+
+def install_fault_hold(hold: Callable[[], Awaitable[None]] | None) -> None:
+    """Install (or remove, with None) the hold awaited before every fenced write's check."""
+    global _hold_before_check  # noqa: PLW0603 - one process-wide test hook, off by default
+    _hold_before_check = hold
+
+
 @asynccontextmanager
 async def fenced_transaction(
     pool: PgPool, shard: int, epoch: int
 ) -> AsyncIterator[PgPoolConnection]:
     """A transaction holding ``shard``'s epoch row FOR SHARE; StaleEpoch unless it is ``epoch``."""
+    if _hold_before_check is not None:
+        await _hold_before_check()
     async with pool.acquire() as conn, conn.transaction():
         current = await conn.fetchval(
             "SELECT epoch FROM shard_epochs WHERE shard = $1 FOR SHARE", shard

@@ -11,6 +11,8 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import anyio
 import asyncpg
@@ -23,6 +25,7 @@ from actors.supervisor import Supervisor
 from config.settings import Settings
 from store.accounts import mark_quarantined
 from store.db import create_pool
+from store.fencing import install_fault_hold
 from store.migrate import migrate
 from supervisor.monitor import ReplicaMonitor, start_monitor
 from supervisor.services import ServiceUrls
@@ -51,6 +54,14 @@ def restart_policy(settings: Settings) -> RestartPolicy:
     )
 
 
+async def hold_while_exists(path: Path, poll_s: float = 0.05) -> None:
+    """Wait while ``path`` exists (the split-brain fault hook)."""
+    held = anyio.Path(path)
+    # Another process removes the file, so there is no event to wait on: poll it.
+    while await held.exists():  # noqa: ASYNC110
+        await anyio.sleep(poll_s)
+
+
 @contextlib.asynccontextmanager
 async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[Replica]:
     """Migrate, connect, start the supervisor (and monitor); tear all down on exit."""
@@ -59,6 +70,9 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
         log.info("migrations applied", versions=applied)
     pool = await create_pool(urls.database_url, settings.db_schema)
     redis = aioredis.Redis.from_url(urls.redis_url)
+    if settings.fault_hold_file is not None:
+        log.warning("fault injection on: fenced writes wait while the file exists")
+        install_fault_hold(partial(hold_while_exists, settings.fault_hold_file))
 
     async def quarantine(child_id: str, reason: str) -> None:
         try:

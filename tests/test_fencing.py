@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from pathlib import Path
 
 import pytest
 
 from store.db import PgPool
-from store.fencing import StaleEpoch, current_epoch, fenced_transaction, take_shard
+from store.fencing import (
+    StaleEpoch,
+    current_epoch,
+    fenced_transaction,
+    install_fault_hold,
+    take_shard,
+)
+from supervisor.replica import hold_while_exists
 
 
 async def _marker_count(pool: PgPool) -> int:
@@ -100,3 +109,30 @@ async def test_fenced_writers_share_the_epoch_row(pool: PgPool) -> None:
             await second.execute("INSERT INTO shard_epochs (shard) VALUES (101)")
         await first.execute("INSERT INTO shard_epochs (shard) VALUES (100)")
     assert await _marker_count(pool) == 2
+
+
+async def test_a_write_held_across_a_takeover_is_refused(pool: PgPool, tmp_path: Path) -> None:
+    """Split brain in one process: a write prepared under the old epoch is held before its check
+    (the ``IW_FAULT_HOLD_FILE`` hook) while another owner takes the shard; released, it is
+    refused and writes nothing."""
+    epoch = await take_shard(pool, 7, "old-owner")
+    hold = tmp_path / "hold"
+    hold.touch()
+    install_fault_hold(partial(hold_while_exists, hold))
+    try:
+
+        async def late_write() -> None:
+            async with fenced_transaction(pool, 7, epoch) as conn:
+                await conn.execute("UPDATE shard_epochs SET owner = 'late' WHERE shard = 7")
+
+        writer = asyncio.create_task(late_write(), name="held-writer")
+        await asyncio.sleep(0.2)
+        assert not writer.done()  # held before its check, holding no lock
+        install_fault_hold(None)  # the taker's own writes are not held
+        assert await take_shard(pool, 7, "new-owner") == epoch + 1
+        hold.unlink()
+        with pytest.raises(StaleEpoch):
+            await writer
+    finally:
+        install_fault_hold(None)
+    assert await pool.fetchval("SELECT owner FROM shard_epochs WHERE shard = 7") == "new-owner"
