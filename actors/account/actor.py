@@ -8,7 +8,8 @@ Invariants:
 - each sync page commits together with its continuation, so a crash resumes from the last page;
 - an expired delta token starts a mark-and-sweep full round, never a wipe;
 - inbox entries are acknowledged only after the sync covering them committed;
-- a rotated refresh token is stored in the same transaction as the new access token;
+- provider calls go through ``AccountCalls`` (fresh token, one refresh after a 401, the shared
+  request budget); a rotated refresh token is stored with the new access token;
 - revoked consent parks the actor (status ``needs_reauth``), it never crash-loops; throttling
   and transient errors re-arm the poll deadline; anything else raises to the supervisor;
 - push channels (``actors.account.push``) open after a calendar's first completed sync and are
@@ -29,6 +30,7 @@ from uuid import UUID
 
 import structlog
 
+from actors.account.calls import AccountCalls
 from actors.account.context import AccountContext
 from actors.account.policy import (
     notified_soon_after_sync,
@@ -40,7 +42,6 @@ from actors.account.policy import (
     retry_delay_s,
     seconds_until,
     settle_delay_s,
-    should_refresh,
     sync_window,
 )
 from actors.account.push import (
@@ -59,9 +60,6 @@ from providers.errors import (
     AuthRevoked,
     ProviderError,
     SyncStateExpired,
-    Throttled,
-    Transient,
-    Unauthorized,
 )
 from providers.interface import CalendarProvider
 from providers.models import SyncPage, SyncWindow
@@ -74,11 +72,10 @@ from store.calendars import (
     start_full_round,
 )
 from store.channels import ChannelRow, list_channels
-from store.credentials import Credentials, load_credentials, store_credentials
+from store.credentials import load_credentials
 from store.db import PgPoolConnection
 from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
-from store.rate_limit import RateLimited, RateLimiterUnavailable
 from supervisor.inbox import InboxEntry
 
 T = TypeVar("T")
@@ -116,8 +113,8 @@ class AccountActor(Actor[object]):
 
     __slots__ = (
         "account",
+        "calls",
         "channels",
-        "creds",
         "ctx",
         "epoch",
         "failures",
@@ -133,7 +130,7 @@ class AccountActor(Actor[object]):
     def __init__(self, ctx: AccountContext) -> None:
         self.ctx = ctx
         self.account: Account | None = None
-        self.creds: Credentials | None = None
+        self.calls: AccountCalls | None = None  # built once the credentials are loaded
         self.epoch: int | None = None
         self.failures = 0  # consecutive throttled/transient failures
         self.parked = False
@@ -223,9 +220,10 @@ class AccountActor(Actor[object]):
         if account.status != "active":
             self._park(f"parked ({account.status})")
             return False
-        self.creds = await load_credentials(ctx.pool, ctx.keyring, account.id)
-        if self.creds is None:
+        creds = await load_credentials(ctx.pool, ctx.keyring, account.id)
+        if creds is None:
             raise LookupError(f"account {self.id} has no credentials")
+        self.calls = AccountCalls(ctx, account, self.epoch, creds)
         if account.provider == "microsoft":
             self._arm(KEEPALIVE, ctx.token_keepalive.total_seconds())
         self.channels = {row.calendar_id: row for row in await list_channels(ctx.pool, account.id)}
@@ -342,7 +340,7 @@ class AccountActor(Actor[object]):
         await self._arm_rebase()
 
     async def _keepalive(self) -> None:
-        await self._refresh()
+        await self._calls().refresh()
         self._arm(KEEPALIVE, self.ctx.token_keepalive.total_seconds())
 
     async def _sync_calendar(self, state: CalendarState, *, full: bool) -> None:
@@ -483,55 +481,8 @@ class AccountActor(Actor[object]):
         return state
 
     async def _call(self, request: Callable[[str], Awaitable[T]]) -> T:
-        """Call the provider with a fresh enough token; after one Unauthorized, refresh once."""
-        creds = self._creds()
-        token = creds.access_token
-        if token is None or should_refresh(token, creds.access_token_expires_at, self.ctx.clock()):
-            token = await self._refresh()
-        try:
-            return await self._metered(request, token)
-        except Unauthorized:
-            token = await self._refresh()
-            return await self._metered(request, token)
-
-    async def _metered(self, request: Callable[[str], Awaitable[T]], token: str) -> T:
-        """One provider call drawn from the shared budget; a provider's Retry-After is shared."""
-        provider = self._provider().name
-        gate = self.ctx.rate_gate(provider, self.id)
-        if gate is None:
-            return await request(token)
-        try:
-            await gate.acquire(1, max_wait_s=self.ctx.rate_wait_max_s)
-        except RateLimited as limited:
-            raise Throttled(
-                "shared request budget spent", provider=provider, retry_after_s=limited.wait_s
-            ) from None
-        except RateLimiterUnavailable:
-            raise Transient("request budget unavailable (Redis)", provider=provider) from None
-        try:
-            return await request(token)
-        except Throttled as throttled:
-            if throttled.retry_after_s:
-                # Every replica backs off, not just this actor (providers.md A.5, B.3).
-                with contextlib.suppress(RateLimiterUnavailable):
-                    await gate.penalize(throttled.retry_after_s)
-            raise
-
-    async def _refresh(self) -> str:
-        """Refresh the access token; store it (and a rotated refresh token) in one transaction."""
-        creds = self._creds()
-        grant = await self._provider().refresh_access_token(creds.refresh_token)
-        updated = Credentials(
-            creds.account_id,
-            refresh_token=grant.refresh_token or creds.refresh_token,
-            access_token=grant.access_token,
-            access_token_expires_at=grant.expires_at,
-            scopes=grant.scopes or creds.scopes,
-        )
-        async with self._fenced() as conn:
-            await store_credentials(conn, self.ctx.keyring, creds.account_id, updated)
-        self.creds = updated
-        return grant.access_token
+        """Call the provider with a fresh enough token (``AccountCalls``)."""
+        return await self._calls().call(request)
 
     async def _revoked(self, error: AuthRevoked) -> None:
         """Consent is gone: record why, stop every timer and wait for a ``resume`` post."""
@@ -619,10 +570,10 @@ class AccountActor(Actor[object]):
         assert self.account is not None
         return self.ctx.providers[self.account.provider]
 
-    def _creds(self) -> Credentials:
-        if self.creds is None:
+    def _calls(self) -> AccountCalls:
+        if self.calls is None:
             raise Parked("no credentials loaded")
-        return self.creds
+        return self.calls
 
     def _account_id(self) -> uuid.UUID:
         assert self.account is not None

@@ -1,0 +1,96 @@
+"""One account's provider calls: a fresh enough access token, drawn from the shared budget.
+
+Invariants:
+- a call starts with a token not about to expire (``should_refresh``); an Unauthorized answer
+  refreshes the token once and retries the call once;
+- a refreshed access token, and a rotated refresh token with it, is stored in one fenced
+  transaction before it is used, so a crash never loses a rotated refresh token;
+- every call takes one token from the provider's shared bucket in Redis: a spent bucket is
+  ``Throttled``, an unreachable one ``Transient``; a provider's Retry-After blocks the bucket
+  for every replica, not only this account.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from actors.account.context import AccountContext
+from actors.account.policy import should_refresh
+from providers.errors import Throttled, Transient, Unauthorized
+from providers.interface import CalendarProvider
+from store.accounts import Account
+from store.credentials import Credentials, store_credentials
+from store.fencing import fenced_transaction
+from store.rate_limit import RateLimited, RateLimiterUnavailable
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class AccountCalls:
+    """The provider calls of one actor incarnation (``creds`` follows every refresh)."""
+
+    ctx: AccountContext
+    account: Account
+    epoch: int
+    creds: Credentials
+
+    @property
+    def provider(self) -> CalendarProvider:
+        """The client of the account's provider."""
+        return self.ctx.providers[self.account.provider]
+
+    async def call(self, request: Callable[[str], Awaitable[T]]) -> T:
+        """Call the provider with a fresh enough token; after one Unauthorized, refresh once."""
+        token = self.creds.access_token
+        if token is None or should_refresh(
+            token, self.creds.access_token_expires_at, self.ctx.clock()
+        ):
+            token = await self.refresh()
+        try:
+            return await self._metered(request, token)
+        except Unauthorized:
+            token = await self.refresh()
+            return await self._metered(request, token)
+
+    async def refresh(self) -> str:
+        """Refresh the access token; store it (and a rotated refresh token) in one transaction."""
+        creds = self.creds
+        grant = await self.provider.refresh_access_token(creds.refresh_token)
+        updated = Credentials(
+            creds.account_id,
+            refresh_token=grant.refresh_token or creds.refresh_token,
+            access_token=grant.access_token,
+            access_token_expires_at=grant.expires_at,
+            scopes=grant.scopes or creds.scopes,
+        )
+        async with fenced_transaction(self.ctx.pool, self.account.shard, self.epoch) as conn:
+            await store_credentials(conn, self.ctx.keyring, creds.account_id, updated)
+        self.creds = updated
+        return grant.access_token
+
+    async def _metered(self, request: Callable[[str], Awaitable[T]], token: str) -> T:
+        """One provider call drawn from the shared budget; a provider's Retry-After is shared."""
+        provider = self.provider.name
+        gate = self.ctx.rate_gate(provider, str(self.account.id))
+        if gate is None:
+            return await request(token)
+        try:
+            await gate.acquire(1, max_wait_s=self.ctx.rate_wait_max_s)
+        except RateLimited as limited:
+            raise Throttled(
+                "shared request budget spent", provider=provider, retry_after_s=limited.wait_s
+            ) from None
+        except RateLimiterUnavailable:
+            raise Transient("request budget unavailable (Redis)", provider=provider) from None
+        try:
+            return await request(token)
+        except Throttled as throttled:
+            if throttled.retry_after_s:
+                # Every replica backs off, not just this actor (providers.md A.5, B.3).
+                with contextlib.suppress(RateLimiterUnavailable):
+                    await gate.penalize(throttled.retry_after_s)
+            raise
