@@ -7,7 +7,9 @@ Invariants:
 - on taking a shard the inbox first claims the entries a former owner left pending
   (``XAUTOCLAIM``), then re-reads its own pending entries (id ``0``), then new ones (``>``);
   a shard given up (``forget``) is no longer read, and its pending entries wait for the next
-  owner;
+  owner; entries a read still in flight returns for a shard given up meanwhile are neither
+  routed nor acknowledged (the shard's owner syncs them): the owner checks its streams every
+  ``trim_every_s`` for entries pending with another consumer and adopts them;
 - a stream or group that vanished (NOGROUP: Redis lost its data) is recreated and reported
   through ``on_lost(shard)``, since notifications may have been lost: that shard's accounts
   must each get a sync;
@@ -105,9 +107,11 @@ class Inbox:
     statistics: InboxStatistics = field(default_factory=InboxStatistics)
     _untrimmed: set[int] = field(default_factory=set)  # shards acknowledged since their trim
     _trimmed_at: float = 0.0
+    _strays_at: float = 0.0
     # Per shard, the last own-pending entry re-read at start; absent once the backlog is done.
     _backlog: dict[int, str] = field(default_factory=dict)
     _known: set[int] = field(default_factory=set)
+    _forgotten: set[int] = field(default_factory=set)  # given up during the current read
 
     async def run(self, shards: Callable[[], Iterable[int]]) -> None:
         """Read and route until cancelled; the shard set may change between reads."""
@@ -120,14 +124,21 @@ class Inbox:
 
     async def read_once(self, shards: Sequence[int]) -> int:
         """One XREADGROUP over ``shards`` (own backlog first); the number of entries routed."""
+        self._forgotten = set()
         now = asyncio.get_running_loop().time()
         if self._untrimmed and now - self._trimmed_at >= self.trim_every_s:
             await self.trim_acknowledged()
+        if now - self._strays_at >= self.trim_every_s:
+            await self.adopt_strays(shards)
         for shard in shards:
-            if shard not in self._known:
+            # A shard given up during this call's awaits must not be taken up again.
+            if shard not in self._known and shard not in self._forgotten:
                 await self._ensure_group(shard, lost=False)
                 await self._adopt(shard)
                 self._backlog[shard] = "0"
+        shards = [s for s in shards if s not in self._forgotten]
+        if not shards:
+            return 0
         backlog = [s for s in shards if s in self._backlog]
         streams = {notifications_key(s): self._backlog[s] for s in backlog} or {
             notifications_key(s): ">" for s in shards
@@ -159,6 +170,7 @@ class Inbox:
     def forget(self, shard: int) -> None:
         """Stop reading ``shard`` (given up); its entries still pending go to the next owner."""
         self._known.discard(shard)
+        self._forgotten.add(shard)
         self._backlog.pop(shard, None)
 
     async def _adopt(self, shard: int) -> None:
@@ -174,6 +186,28 @@ class Inbox:
             self.statistics.adopted += len(claimed)
             if start == "0-0":
                 return
+
+    async def adopt_strays(self, shards: Sequence[int]) -> None:
+        """Adopt entries of ``shards`` pending with another consumer: a former owner's read
+        that was in flight when it gave the shard up (or froze past its lease) delivered them
+        there after this replica had taken the shard. One pipelined round trip."""
+        self._strays_at = asyncio.get_running_loop().time()
+        known = [shard for shard in shards if shard in self._known]
+        if not known:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in known:
+                pipe.xpending(notifications_key(shard), GROUP)
+            replies = await pipe.execute(raise_on_error=False)
+        for shard, summary in zip(known, replies, strict=True):
+            if not isinstance(summary, dict):
+                continue  # the stream vanished: the read loop recovers it
+            others = [
+                c for c in summary.get("consumers") or [] if _text(c["name"]) != self.consumer
+            ]
+            if any(int(c["pending"]) for c in others):
+                await self._adopt(shard)
+                self._backlog[shard] = "0"  # re-read the own backlog, the adopted entries too
 
     async def acknowledge(self, refs: Iterable[tuple[int, str]]) -> None:
         """Acknowledge entries (after the commit that covers them) and trim what is done."""
@@ -209,6 +243,10 @@ class Inbox:
             await pipe.execute(raise_on_error=False)
 
     async def _route_all(self, shard: int, entries: Sequence[tuple[bytes | str, _Fields]]) -> int:
+        if shard not in self._known:
+            # Given up while this read was in flight: the entries stay pending, and the shard's
+            # owner adopts them (``adopt_strays``); acknowledging them here would lose them.
+            return 0
         unroutable: list[tuple[int, str]] = []
         routed = 0
         now = asyncio.get_running_loop().time()

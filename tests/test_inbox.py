@@ -106,6 +106,38 @@ async def test_a_new_owner_adopts_what_the_former_owner_left_pending(redis: Redi
     assert by_name == {"replica-a": 0, "replica-b": 599}
 
 
+async def test_entries_a_former_owner_read_after_the_handover_are_adopted(redis: Redis) -> None:
+    taker = Recorder()
+    box = inbox(redis, taker, consumer="replica-b")
+    await box.read_once([9])  # the new owner holds shard 9 (nothing in it yet)
+    late = [await append(redis, 9, "cal-late") for _ in range(3)]
+    former = Recorder()
+    lagging = inbox(redis, former, consumer="replica-a")
+    for _ in range(3):  # (the first read only sets up) a read still in flight at the old owner
+        await lagging.read_once([9])
+    lagging.forget(9)
+    assert [e.entry_id for e in former.routed] == late  # now pending with the old owner
+
+    box.trim_every_s = 0.0  # the next read checks for strays
+    while await box.read_once([9]):
+        pass
+    assert [e.entry_id for e in taker.routed] == late
+    assert box.statistics.adopted == 3
+
+
+async def test_a_read_in_flight_when_the_shard_is_given_up_routes_nothing(redis: Redis) -> None:
+    recorder = Recorder()
+    box = inbox(redis, recorder)
+    await box.read_once([10])
+    entry_id = await append(redis, 10, "cal-1")
+    box.forget(10)  # given up while a read (below, as if already in flight) returns its entry
+    reply = await redis.xreadgroup(GROUP, "replica-a", {notifications_key(10): ">"})
+    assert await box._route_all(10, reply[0][1] if isinstance(reply, list) else []) == 0
+    assert recorder.routed == []
+    assert await pending(redis, 10) == 1  # left for the shard's owner, not acknowledged
+    assert entry_id
+
+
 async def test_entries_for_accounts_not_here_are_acknowledged_at_once(redis: Redis) -> None:
     recorder = Recorder()
     box = inbox(redis, recorder)
