@@ -90,7 +90,11 @@ class _BenchRuntime(AccountsRuntime):
     __slots__ = ()
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
-        return TokenBucket(self.replica.redis, f"bench:{provider}", BENCH_BUDGET)
+        name = f"bench:{provider}"
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, BENCH_BUDGET)
+        return bucket
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,10 @@ class TokenBucket:
         self.spec = spec
         self._redis = redis
         self._script = redis.register_script(_SCRIPT)
+        # Callers of this object that must wait queue here (FIFO), so one of them at a time asks
+        # Redis again: thousands of actors each re-asking at the refill interval swamp Redis
+        # and the event loop alike. Share one object per name within a process.
+        self._waiters = asyncio.Lock()
 
     async def _run(self, op: str, amount: float) -> float:
         args = (op, repr(self.spec.rate_per_s / 1000.0), self.spec.burst, repr(amount))
@@ -220,20 +224,33 @@ class TokenBucket:
         """Take ``tokens``, sleeping as told; RateLimited if that would exceed ``max_wait_s``.
 
         Waits are re-asked after each sleep (others may have taken the refill); the total time
-        spent sleeping never exceeds ``max_wait_s``.
+        spent waiting never exceeds ``max_wait_s``. Waiters of one object queue in order, and
+        only the first asks Redis again.
         """
         self._check_tokens(tokens)
         if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
             raise ValueError(f"max_wait_s must be finite and >= 0, got {max_wait_s!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_s
-        while True:
-            wait_s = await self._run("take", tokens)
-            if wait_s <= 0.0:
-                return
-            if loop.time() + wait_s > deadline:
-                raise RateLimited(wait_s, self.name)
-            await asyncio.sleep(wait_s)
+        wait_s = await self._run("take", tokens)
+        if wait_s <= 0.0:
+            return
+        if loop.time() + wait_s > deadline:
+            raise RateLimited(wait_s, self.name)
+        try:
+            await asyncio.wait_for(self._waiters.acquire(), timeout=deadline - loop.time())
+        except TimeoutError:
+            raise RateLimited(wait_s, self.name) from None
+        try:
+            while True:
+                wait_s = await self._run("take", tokens)
+                if wait_s <= 0.0:
+                    return
+                if loop.time() + wait_s > deadline:
+                    raise RateLimited(wait_s, self.name)
+                await asyncio.sleep(wait_s)
+        finally:
+            self._waiters.release()
 
     async def penalize(self, seconds: float) -> None:
         """Block the bucket for everyone for ``seconds`` of Redis time, and empty it.

@@ -111,6 +111,7 @@ class AccountsRuntime:
     _by_shard: dict[int, set[str]] = field(default_factory=dict)
     _skipped: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     @property
     def supervisor(self) -> Supervisor:
@@ -232,13 +233,18 @@ class AccountsRuntime:
                 await asyncio.sleep(len(batch) / rate)
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
-        """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3)."""
-        redis = self.replica.redis
+        """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).
+        One object per bucket in this replica, so its waiters queue locally."""
         if provider == "google":
-            return TokenBucket(redis, "google", GOOGLE_PROJECT_BUDGET)
-        if provider == "microsoft":
-            return TokenBucket(redis, f"microsoft:mailbox:{account_id}", GRAPH_MAILBOX_BUDGET)
-        return None
+            name, spec = "google", GOOGLE_PROJECT_BUDGET
+        elif provider == "microsoft":
+            name, spec = f"microsoft:mailbox:{account_id}", GRAPH_MAILBOX_BUDGET
+        else:
+            return None
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, spec)
+        return bucket
 
     def _runnable(self, account: Account) -> bool:
         if account.provider in self.providers:

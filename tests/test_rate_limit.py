@@ -196,6 +196,24 @@ async def test_contended_acquire_waits_its_turn(redis: Redis) -> None:
     assert 0.14 <= elapsed < 1.0
 
 
+async def test_many_waiters_ask_redis_about_once_per_grant(redis: Redis) -> None:
+    """Thousands of actors waiting on one budget must not poll Redis at the refill interval:
+    waiters of one bucket object queue locally, and only the first re-asks."""
+    spec = BucketSpec(rate_per_s=100.0, burst=1)
+    bucket = TokenBucket(redis, "crowd", spec)
+    await bucket.acquire(max_wait_s=1.0)  # spend the burst (and load the script)
+
+    async def script_calls() -> int:
+        stats = await redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha",))
+
+    before = await script_calls()
+    await asyncio.gather(*(bucket.acquire(max_wait_s=2.0) for _ in range(50)))
+    calls = await script_calls() - before
+    # 50 first asks, then about one re-ask per grant (50) plus a few refusals.
+    assert calls < 200, calls
+
+
 async def test_penalize_blocks_every_holder_until_it_passes(
     redis: Redis, services: Services
 ) -> None:

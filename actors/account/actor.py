@@ -295,7 +295,8 @@ class AccountActor(Actor[object]):
                 if not had_channel and calendar_id in self.channels:
                     # Changes made between this sync's last page and the channel opening were
                     # announced to nobody: one more incremental round picks them up.
-                    self.post_self_nowait(("changed", calendar_id))
+                    with contextlib.suppress(ActorUnavailable):  # stopping: the next owner syncs
+                        self.post_self_nowait(("changed", calendar_id))
 
     async def _sync_all(self, *, reconcile: bool) -> None:
         """Incremental (or resumed, or first full) sync of every followed calendar."""
