@@ -32,6 +32,7 @@ test: lint typecheck pytest
 bench: install
 	$(BIN)/python -m bench.actors
 	$(BIN)/python -m bench.sync
+	$(BIN)/python -m bench.failover
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

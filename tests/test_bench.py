@@ -1,4 +1,4 @@
-"""The actor benchmark runs end to end and reports every figure it promises (no timing asserted)."""
+"""The benchmarks run end to end and report every figure they promise (no timing asserted)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,36 @@ def test_sync_bench_prints_one_json_object_of_figures() -> None:
     assert all(figures[key] > 0 for key in SYNC_REQUIRED)
     assert 1 <= figures["coalesce_list_calls"] <= 2
     assert figures["coalesce_committed"] is True
+
+
+FAILOVER_REQUIRED = {
+    "failover_s",
+    "failover_claimed_s",
+    "lease_ttl_s",
+    "orphaned_shards",
+    "orphaned_accounts",
+    "shards_moved_on_join",
+    "join_balance",
+    "notifications_lost",
+    "notifications_appended",
+    "edits_not_stored",
+}
+
+
+def test_failover_bench_prints_one_json_object_of_figures() -> None:
+    args = ["--accounts", "40", "--replicas", "2", "--shards", "16", "--lease-ttl-s", "2"]
+    args += ["--edit-accounts", "10", "--settle-s", "45"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.failover", *args, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (line,) = out.stdout.strip().splitlines()
+    figures = orjson.loads(line)
+    assert figures.keys() >= FAILOVER_REQUIRED
+    assert figures["accounts"] == 40 and figures["replicas"] == 2 and figures["shards"] == 16
+    assert figures["lease_ttl_s"] == 2.0
+    assert figures["orphaned_shards"] > 0 and figures["shards_moved_on_join"] > 0
+    assert figures["notifications_appended"] > 0  # notifications flowed through the kill
