@@ -159,7 +159,8 @@ class Inbox:
         routed = 0
         for key, entries in cast(_Reply, reply or []):
             shard = _shard_of(_text(key))
-            if shard in backlog:
+            # A shard given up (``forget``) while this read was in flight has no backlog left.
+            if shard in backlog and shard in self._backlog:
                 if entries:
                     self._backlog[shard] = _text(entries[-1][0])  # continue after these
                 else:

@@ -106,8 +106,13 @@ class ShardKeeper:
                 self._pending.cancel()
 
     def epoch_refused(self, shard: int) -> None:
-        """A write met a newer epoch: the shard is someone else's; the next tick stops it."""
-        if self.leases[shard].epoch_refused():
+        """A write met a newer epoch: the shard is someone else's; the next tick stops it.
+
+        Every refused write is logged, also one that meets the new epoch after the keeper
+        already gave the shard up (as overdue, say): it is what a split brain looks like."""
+        lease = self.leases[shard]
+        log.info("write refused (stale epoch)", shard=shard, lease=lease.state.value)
+        if lease.epoch_refused():
             log.warning("shard taken over (stale epoch)", shard=shard)
 
     async def tick(self) -> None:

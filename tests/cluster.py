@@ -212,9 +212,10 @@ class Cluster:
         process = self.processes[name] = Process(name, proc, path, log_file)
         return process
 
-    async def start_replica(self, replica_id: str) -> Process:
-        """``integration-worker supervise`` as ``replica_id``."""
-        return await self.spawn(replica_id, "supervise", IW_REPLICA_ID=replica_id)
+    async def start_replica(self, replica_id: str, **env: str) -> Process:
+        """``integration-worker supervise`` as ``replica_id`` (``env``: more settings, such as
+        ``IW_FAULT_HOLD_FILE``)."""
+        return await self.spawn(replica_id, "supervise", **{**env, "IW_REPLICA_ID": replica_id})
 
     async def start_gateway(self) -> Process:
         """``integration-worker gateway``, once it answers /healthz."""
