@@ -177,12 +177,17 @@ async def quiet(cluster: Cluster) -> bool:
     return not (cluster.appended_ids() - cluster.acknowledged_ids())
 
 
+def replica_env(args: argparse.Namespace) -> dict[str, str]:
+    """Settings of every replica beyond the harness's: the Google quota."""
+    return {"IW_GOOGLE_REQUESTS_PER_MINUTE": str(args.google_quota_per_min)}
+
+
 async def measure_join(
-    cluster: Cluster, members: list[str], newcomer: str, settle_s: float
+    cluster: Cluster, members: list[str], newcomer: str, settle_s: float, env: dict[str, str]
 ) -> dict[str, Any]:
     before = await cluster.owners()
     t0 = time.monotonic()
-    await cluster.start_replica(newcomer)
+    await cluster.start_replica(newcomer, **env)
     joined = [*members, newcomer]
     t1 = await until(lambda: balanced(cluster, joined), "the newcomer to get its share", settle_s)
     after = await cluster.owners()
@@ -247,7 +252,7 @@ async def run_cluster(cluster: Cluster, args: argparse.Namespace) -> dict[str, A
     t1 = time.monotonic()
     log.warning("accounts added", accounts=args.accounts, seconds=round(t1 - t0, 1))
     for name in members:
-        await cluster.start_replica(name)
+        await cluster.start_replica(name, **replica_env(args))
     await until(lambda: balanced(cluster, members), "the replicas to share", args.settle_s)
     await until(cluster.watching, "every account to sync and watch", args.settle_s)
     t2 = time.monotonic()
@@ -258,7 +263,7 @@ async def run_cluster(cluster: Cluster, args: argparse.Namespace) -> dict[str, A
     figures: dict[str, Any] = {"startup_s": round(t2 - t1, 1)}
     try:
         await asyncio.sleep(1.0)  # notifications flowing to every replica
-        figures |= await measure_join(cluster, members, newcomer, args.settle_s)
+        figures |= await measure_join(cluster, members, newcomer, args.settle_s, replica_env(args))
         await cluster.processes[newcomer].stop(signal.SIGTERM, timeout_s=args.settle_s)
         await until(lambda: balanced(cluster, members), "the newcomer's leave", args.settle_s)
         await asyncio.sleep(1.0)
@@ -318,6 +323,7 @@ def figures_of(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, 
         "failover_claimed_s": measured["failover_claimed_s"],
         "failover_target_s": args.lease_ttl_s + 2,
         "lease_ttl_s": args.lease_ttl_s,
+        "google_quota_per_min": args.google_quota_per_min,
         "orphaned_shards": measured["orphaned_shards"],
         "orphaned_accounts": measured["orphaned_accounts"],
         "shards_moved_on_join": measured["shards_moved_on_join"],
@@ -372,6 +378,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replicas", type=int, default=4, help="replicas before the join")
     parser.add_argument("--shards", type=int, default=256, help="IW_SHARD_COUNT")
     parser.add_argument("--lease-ttl-s", type=float, default=10.0, help="IW_LEASE_TTL_S")
+    parser.add_argument(
+        "--google-quota-per-min",
+        type=int,
+        default=10_000,
+        help="IW_GOOGLE_REQUESTS_PER_MINUTE: Google's default project quota; starting N accounts"
+        " costs about 5N requests, so 10,000 accounts need 5 minutes at the default",
+    )
     parser.add_argument("--edit-accounts", type=int, default=200, help="accounts people edit")
     parser.add_argument("--edits-per-s", type=float, default=20.0, help="people's edit rate")
     parser.add_argument("--after-s", type=float, default=2.0, help="edits after the failover")

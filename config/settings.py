@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
     # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
     public_base_url: str | None = None
+    # The providers' request quotas, shared by every replica (token buckets in Redis): Google's
+    # per project per minute, Graph's per app per mailbox per 10 minutes. Raise them only
+    # where the provider raised them for the project (or for an emulator).
+    google_requests_per_minute: int = Field(default=10_000, ge=1)
+    microsoft_requests_per_10_minutes: int = Field(default=10_000, ge=1)
     # Test fault injection, never for production: while this file exists, every fenced write
     # waits before its epoch check (split-brain tests hold a replica there during a takeover).
     fault_hold_file: Path | None = None

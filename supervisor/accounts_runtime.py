@@ -54,10 +54,17 @@ from supervisor.shard_keeper import ShardKeeper
 
 log = structlog.get_logger("supervisor.accounts")
 
-# Shared request budgets: Google 10,000 requests/min per project; Graph 10,000 per 10 min per
-# app and mailbox. Bursts are a tenth of that, so a stampede cannot spend a whole period at once.
-GOOGLE_PROJECT_BUDGET = BucketSpec.per_period(10_000, 60, burst=1_000)
-GRAPH_MAILBOX_BUDGET = BucketSpec.per_period(10_000, 600, burst=1_000)
+
+def request_budgets(settings: Settings) -> tuple[BucketSpec, BucketSpec]:
+    """(Google per project, Graph per mailbox): the providers' quotas (10,000 requests a minute
+    per project; 10,000 per 10 minutes per app and mailbox by default), with bursts of a tenth,
+    so a stampede cannot spend a whole period at once."""
+    google, graph = settings.google_requests_per_minute, settings.microsoft_requests_per_10_minutes
+    return (
+        BucketSpec.per_period(google, 60, burst=max(1, google // 10)),
+        BucketSpec.per_period(graph, 600, burst=max(1, graph // 10)),
+    )
+
 
 # What an inbox entry's kind asks of the actor (push renewal keys join with the push work).
 _POST_KINDS = {"changed": "changed", "resync": "resync", "removed": "resync"}
@@ -236,13 +243,15 @@ class AccountsRuntime:
         """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).
         One object per bucket in this replica, so its waiters queue locally."""
         if provider == "google":
-            name, spec = "google", GOOGLE_PROJECT_BUDGET
+            name = "google"
         elif provider == "microsoft":
-            name, spec = f"microsoft:mailbox:{account_id}", GRAPH_MAILBOX_BUDGET
+            name = f"microsoft:mailbox:{account_id}"
         else:
             return None
         bucket = self._buckets.get(name)
         if bucket is None:
+            google, graph = request_budgets(self.replica.settings)
+            spec = google if provider == "google" else graph
             bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, spec)
         return bucket
 

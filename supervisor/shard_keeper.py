@@ -155,7 +155,9 @@ class ShardKeeper:
             log.warning("heartbeat failed", error=str(error))
             self._settled_at = None
             return None
-        self._beat_due = now + self.policy.renew_after_s
+        # Every loop at most (not every third of the TTL): a dead replica's shards are claimed
+        # as soon as its heartbeat lapses, which this replica sees only on its next heartbeat.
+        self._beat_due = now + min(self.policy.renew_after_s, _MAX_NAP_S)
         return members
 
     async def _renew(self) -> None:
