@@ -331,7 +331,8 @@ async def open_pipeline(
             restart_max=1000,  # crashes are injected on purpose: never quarantine here
             restart_backoff_initial_s=0.05,
             restart_backoff_max_s=0.2,
-            lease_ttl_s=3.0,  # generous: chaos keeps the loop busy, a 1 s lease would lapse
+            # The default 10 s lease: the chaos test stalls its loop (emulator work in-process),
+            # and a short lease would lapse and stop the shards mid-test.
             sync_poll_s=1e9,  # polling off: only notifications (and operators) start syncs
             sync_retry_initial_s=0.2,
             sync_retry_max_s=1.0,
