@@ -57,6 +57,8 @@ def restart_policy(settings: Settings) -> RestartPolicy:
 async def hold_while_exists(path: Path, poll_s: float = 0.05) -> None:
     """Wait while ``path`` exists (the split-brain fault hook)."""
     held = anyio.Path(path)
+    if await held.exists():
+        log.warning("fenced write held (fault injection)")
     # Another process removes the file, so there is no event to wait on: poll it.
     while await held.exists():  # noqa: ASYNC110
         await anyio.sleep(poll_s)

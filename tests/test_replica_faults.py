@@ -181,6 +181,7 @@ async def hold_writes(
     its actors read the notifications and fetched the changes, waiting to commit them."""
     await anyio.Path(hold).touch()
     consumed_before = len(held.records("notification consumed"))
+    held_before = len(held.records("fenced write held (fault injection)"))
     probes = {p: cluster.create_event(p, "held") for p in mine}
 
     async def consumed() -> bool:
@@ -188,8 +189,13 @@ async def hold_writes(
         return {str(p.account_id) for p in mine} <= {str(r["account_id"]) for r in records}
 
     await wait_for(consumed, "replica-a to read the notifications", 30)
-    # The syncs fetch the changes, then wait in the hook (settling takes at most 1 s).
-    await asyncio.sleep(2.5)
+
+    async def all_held() -> bool:
+        # Each actor writes one thing at a time, so one held write per account means every
+        # one of them is waiting in the hook (after settling, at most 1 s).
+        return len(held.records("fenced write held (fault injection)")) - held_before >= len(mine)
+
+    await wait_for(all_held, "replica-a's syncs to reach the hook", 30)
     for person, event_id in probes.items():
         assert await cluster.stored_title(person, event_id) is None, "a write was not held"
     return probes
