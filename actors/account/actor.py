@@ -398,34 +398,16 @@ class AccountActor(Actor[object]):
         scope = PushScope(ctx, account, self.epoch, address, self._call)
         row = self.channels.get(calendar_id)
         issued_at = ctx.clock()
-        try:
-            if row is None or recreate:
-                row = await open_channel(scope, calendar_id, replacing=row)
-            else:
-                row = await replace_channel(scope, row)
-        except AuthRevoked as error:
-            await self._revoked(error)
-        except StaleEpoch:
-            self._fenced_out()
-        except Parked:
-            pass
-        except ProviderError as error:
-            self.push_failures += 1
-            delay = push_retry_delay_s(
-                error,
-                self.push_failures,
-                ctx.rng,
-                initial_s=ctx.retry_initial_s,
-                max_s=ctx.retry_max_s,
-            )
-            log.info("push deferred", calendar=calendar_id, error=str(error), retry_in_s=delay)
-            self._arm(push_deadline(calendar_id), delay)
+        if row is None or recreate:
+            step = open_channel(scope, calendar_id, replacing=row)
         else:
-            self.push_failures = 0
-            self.channels[calendar_id] = row
-            self._arm_renewal(row, issued_at)
-            return True
-        return False
+            step = replace_channel(scope, row)
+        row = await self._channel_step(calendar_id, step, "push deferred")
+        if row is None:
+            return False
+        self.channels[calendar_id] = row
+        self._arm_renewal(row, issued_at)
+        return True
 
     async def _close(self, calendar_id: str) -> None:
         """Stop the channel of a calendar no longer followed; a provider error retries later
@@ -435,8 +417,18 @@ class AccountActor(Actor[object]):
         if row is None or account is None or self.epoch is None:
             return
         scope = PushScope(self.ctx, account, self.epoch, address or "", self._call)
+        if await self._channel_step(calendar_id, close_channel(scope, row), "stop deferred"):
+            del self.channels[calendar_id]
+            self.cancel_deadline(push_deadline(calendar_id))
+            log.info("channel stopped", calendar=calendar_id)
+
+    async def _channel_step(
+        self, calendar_id: str, step: Awaitable[ChannelRow], deferred: str
+    ) -> ChannelRow | None:
+        """Run one channel step (open, renew, stop); its row, or None when it failed: revoked
+        consent parks, a stale epoch stops, a provider error re-arms the ``push:`` deadline."""
         try:
-            await close_channel(scope, row)
+            row = await step
         except AuthRevoked as error:
             await self._revoked(error)
         except StaleEpoch:
@@ -452,13 +444,12 @@ class AccountActor(Actor[object]):
                 initial_s=self.ctx.retry_initial_s,
                 max_s=self.ctx.retry_max_s,
             )
-            log.info("channel stop deferred", calendar=calendar_id, error=str(error))
+            log.info(deferred, calendar=calendar_id, error=str(error), retry_in_s=delay)
             self._arm(push_deadline(calendar_id), delay)
         else:
             self.push_failures = 0
-            del self.channels[calendar_id]
-            self.cancel_deadline(push_deadline(calendar_id))
-            log.info("channel stopped", calendar=calendar_id)
+            return row
+        return None
 
     async def _still_followed(self, calendar_id: str) -> bool:
         """Whether a channel's calendar is still followed (Graph's mailbox one always is)."""

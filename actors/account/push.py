@@ -144,15 +144,16 @@ async def replace_channel(scope: PushScope, row: ChannelRow) -> ChannelRow:
     return await _store(scope, channel, token_hash, row)
 
 
-async def close_channel(scope: PushScope, row: ChannelRow) -> None:
+async def close_channel(scope: PushScope, row: ChannelRow) -> ChannelRow:
     """Stop ``row``'s channel at the provider (one it no longer knows counts as stopped), then
-    delete the row, so the gateway rejects whatever the provider still sends for it."""
+    delete the row, so the gateway rejects whatever the provider still sends for it; ``row``."""
     await scope.call(
         lambda access_token: scope.provider.stop_push(access_token, as_push_channel(row))
     )
     account = scope.account
     async with fenced_transaction(scope.ctx.pool, account.shard, scope.epoch) as conn:
         await delete_channel(conn, row.provider, row.id)
+    return row
 
 
 async def _store(
