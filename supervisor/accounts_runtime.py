@@ -46,7 +46,7 @@ from store.change_feed import run_relay
 from store.crypto import Keyring
 from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
-from supervisor.lease_state import LeasePolicy
+from supervisor.lease_state import LeasePolicy, StartPacer
 from supervisor.leases import LeaseStore
 from supervisor.replica import Replica
 from supervisor.resilient import run_resilient
@@ -119,16 +119,12 @@ class AccountsRuntime:
     _skipped: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _pacer: StartPacer | None = None
 
     @property
     def supervisor(self) -> Supervisor:
         """The replica's actor supervisor."""
         return self.replica.supervisor
-
-    @property
-    def epochs(self) -> dict[int, int]:
-        """The epoch of every shard this replica holds (shared with the actors)."""
-        return {} if self.keeper is None else self.keeper.epochs
 
     def owned(self) -> list[int]:
         """The shards whose actors run here now."""
@@ -228,16 +224,22 @@ class AccountsRuntime:
                 cell.post_nowait(("resume", None))
 
     async def _start_paced(self, ids: list[str], spec: ChildSpec[object], burst: int) -> None:
-        """Start actors in batches of ``burst`` at ``actor_start_rate_per_s``, so a replica taking
-        many shards does not stampede Postgres (each start loads its account) or the providers."""
-        rate = self.replica.settings.actor_start_rate_per_s
+        """Start actors in batches of ``burst`` at ``actor_start_rate_per_s`` (one pacer for the
+        replica's life, across scans), so a replica taking many shards does not stampede
+        Postgres (each start loads its account) or the providers."""
+        if self._pacer is None:
+            rate = self.replica.settings.actor_start_rate_per_s
+            self._pacer = StartPacer(rate, burst)
+        loop = asyncio.get_running_loop()
         for offset in range(0, len(ids), burst):
             batch = ids[offset : offset + burst]
+            now = loop.time()
+            delay = max(self._pacer.take(now) for _ in batch)  # the batch's last slot
+            if delay > 0:
+                await asyncio.sleep(delay)
             failures = await self.supervisor.start_children(batch, spec)
             for child_id, error in failures.items():
                 log.error("account actor did not start", account=child_id, error=str(error))
-            if offset + burst < len(ids):
-                await asyncio.sleep(len(batch) / rate)
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
         """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).
