@@ -206,9 +206,20 @@ class ShardKeeper:
         self._claim_at = {s: at for s, at in self._claim_at.items() if s in wanted}
         for shard in moves.claims:
             self._claim_at.setdefault(shard, now + self.policy.claim_delay_s(self.rng))
-        for shard, at in sorted(self._claim_at.items()):
-            if at <= self.clock():
-                del self._claim_at[shard]
+        due = [shard for shard, at in sorted(self._claim_at.items()) if at <= self.clock()]
+        if not due:
+            return
+        # The membership may be up to a loop old: a replica that has not yet seen a newcomer
+        # would take a shard released for it. So claims follow a fresh heartbeat and plan.
+        try:
+            self.members = await self._bounded(self.store.heartbeat())
+            current = await self._bounded(self.store.owners(list(self.leases)))
+        except LeaseStoreUnavailable:
+            return
+        fresh = set(plan(self.replica_id, current, assign(current, self.members)).claims)
+        for shard in due:
+            del self._claim_at[shard]
+            if shard in fresh:
                 await self._claim(shard)
 
     async def _claim(self, shard: int) -> None:
