@@ -17,13 +17,13 @@ Figures:
   shards held by one replica afterwards. The newcomer then leaves on SIGTERM (its leases are
   deleted, the others take its shards back at once) and the cluster settles again.
 - ``failover_s``: one replica is killed with SIGKILL (the one holding the most edited accounts);
-  from the kill until every shard it held is claimed by a survivor *and* every account of those
-  shards synced on a survivor. Claims are the survivors' ``shard claimed`` log lines (their
-  timestamps; ``failover_claimed_s`` is the last). An actor's start is not logged, so its first
-  sync stands for it: an actor syncs as soon as it starts, and that sync's commit sets the
-  calendar's ``last_synced_at`` (Postgres ``now()``: the start of the committing transaction).
-  The first value seen after the kill is kept per account (polled every 0.2 s, so an edited
-  account that synced twice between polls counts its second sync). Target ``lease_ttl_s + 2``.
+  from the kill until every shard it held is claimed by a survivor *and* the actors of every
+  account of those shards started there: the survivors' ``shard claimed`` and ``shard actors
+  started`` log lines (their timestamps; ``failover_claimed_s`` is the last claim). Target
+  ``lease_ttl_s + 2``. ``failover_synced_s`` goes on to every orphaned account's first sync on a
+  survivor: the sync's commit sets the calendar's ``last_synced_at`` (Postgres ``now()``: the
+  start of the committing transaction); the first value seen after the kill is kept per account
+  (polled every 0.2 s, so an edited account that synced twice between polls counts its second).
 - ``notifications_lost``: entries the gateway logged as appended that no replica acknowledged
   once the run is quiet (the emulator has nothing left to deliver, nothing is pending). An entry
   not logged as acknowledged still counts as acknowledged when Redis says so (not pending in the
@@ -35,8 +35,8 @@ Invariants: a fresh database per run (created here, dropped at the end) on the c
 servers (``IW_DATABASE_URL`` and ``IW_REDIS_URL``; that Redis must hold no other cluster's leases
 or streams: nothing is flushed) or on embedded ones started here; every child
 process is killed in a ``finally``; the replicas' JSON logs go to a temporary directory removed
-at the end; stdout carries only the result (one JSON line with ``--json``), progress goes to
-stderr. No figure is asserted anywhere.
+at the end (``--log-dir`` keeps them); stdout carries only the result (one JSON line with
+``--json``), progress goes to stderr. No figure is asserted anywhere.
 
     python -m bench.failover            # human-readable table
     python -m bench.failover --json     # one JSON object of figures
@@ -213,13 +213,19 @@ async def measure_failover(
     killed_at = datetime.now(UTC)
     await victim.stop(signal.SIGKILL)
 
-    def claims() -> dict[int, datetime]:
+    def logged(event: str) -> dict[int, datetime]:
         return {
             int(r["shard"]): logged_at(r)
             for s in survivors
-            for r in s.records("shard claimed")
+            for r in s.records(event)
             if logged_at(r) >= killed_at and int(r["shard"]) in orphans
         }
+
+    def claims() -> dict[int, datetime]:
+        return logged("shard claimed")
+
+    def starts() -> dict[int, datetime]:
+        return logged("shard actors started")
 
     async def replaced() -> bool:
         rows = await cluster.pool.fetch(
@@ -230,14 +236,20 @@ async def measure_failover(
         )
         for row in rows:
             first_sync[row["account_id"]] = row["at"]
-        return len(first_sync) == len(orphaned) and orphans <= claims().keys()
+        return (
+            len(first_sync) == len(orphaned)
+            and orphans <= claims().keys()
+            and orphans <= starts().keys()
+        )
 
     await until(replaced, "the survivors to take over", timeout_s)
     claimed = max(claims().values(), default=killed_at)
-    started = max(first_sync.values(), default=killed_at)
+    started = max(starts().values(), default=killed_at)
+    synced = max(first_sync.values(), default=killed_at)
     return {
         "failover_s": round((max(claimed, started) - killed_at).total_seconds(), 2),
         "failover_claimed_s": round((claimed - killed_at).total_seconds(), 2),
+        "failover_synced_s": round((max(claimed, synced) - killed_at).total_seconds(), 2),
         "orphaned_shards": len(orphans),
         "orphaned_accounts": len(orphaned),
         "killed": victim.name,
@@ -300,7 +312,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         redis = Redis.from_url(redis_url)
         pool = await create_pool(dsn, DEFAULT_SCHEMA, min_size=1, max_size=16)
         try:
-            with tempfile.TemporaryDirectory(prefix="iw-failover-") as logs:
+            with contextlib.ExitStack() as stack:
+                logs = args.log_dir or stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="iw-failover-")
+                )
+                Path(logs).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
                 async with open_cluster(
                     dsn,
                     redis_url,
@@ -321,6 +337,7 @@ def figures_of(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, 
     return {
         "failover_s": measured["failover_s"],
         "failover_claimed_s": measured["failover_claimed_s"],
+        "failover_synced_s": measured["failover_synced_s"],
         "failover_target_s": args.lease_ttl_s + 2,
         "lease_ttl_s": args.lease_ttl_s,
         "google_quota_per_min": args.google_quota_per_min,
@@ -350,7 +367,8 @@ def table(figures: dict[str, Any]) -> str:
         (
             f"kill -9 -> every orphaned shard claimed and synced ({figures['orphaned_shards']}"
             f" shards, {figures['orphaned_accounts']:,} accounts)",
-            f"{figures['failover_s']} s (claimed {figures['failover_claimed_s']} s)",
+            f"{figures['failover_s']} s (claimed {figures['failover_claimed_s']} s,"
+            f" synced {figures['failover_synced_s']} s)",
             f"<= {figures['failover_target_s']} s",
         ),
         (
@@ -389,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edits-per-s", type=float, default=20.0, help="people's edit rate")
     parser.add_argument("--after-s", type=float, default=2.0, help="edits after the failover")
     parser.add_argument("--settle-s", type=float, default=300.0, help="longest wait to settle")
+    parser.add_argument("--log-dir", help="keep the processes' JSON logs here (default: removed)")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
     # shard to another (it stops the shard's actors well before, see docs/shards.md).
     lease_ttl_s: float = Field(default=10.0, gt=0)
+    # Syncs running at once in a replica (more wait their turn), so a takeover's hundreds of
+    # first syncs queue instead of slowing each other and the lease keeper down.
+    sync_concurrency: int = Field(default=64, ge=1)
+    # Connections to Redis for the actors' traffic; more callers wait for a free one.
+    redis_max_connections: int = Field(default=32, ge=1)
     # Actor start-ups after taking shards: this many at once, then this many per second.
     actor_start_burst: int = Field(default=200, ge=1)
     actor_start_rate_per_s: float = Field(default=1000.0, gt=0)

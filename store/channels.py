@@ -130,3 +130,19 @@ async def list_channels(conn: Queryable, account_id: UUID) -> list[ChannelRow]:
         account_id,
     )
     return [_row(record) for record in records]
+
+
+async def list_channels_many(
+    conn: Queryable, account_ids: Sequence[UUID]
+) -> dict[UUID, list[ChannelRow]]:
+    """Every channel of each account (as ``list_channels``), in one query."""
+    records = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM push_channels WHERE account_id = ANY($1::uuid[])"
+        " ORDER BY account_id, calendar_id, created_at, provider, id",
+        list(account_ids),
+    )
+    found: dict[UUID, list[ChannelRow]] = {account_id: [] for account_id in account_ids}
+    for record in records:
+        row = _row(record)
+        found.setdefault(row.account_id, []).append(row)
+    return found

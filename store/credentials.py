@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -69,13 +70,24 @@ async def load_credentials(
     conn: Queryable, keyring: Keyring, account_id: UUID
 ) -> Credentials | None:
     """The account's decrypted credentials, or None; raises DecryptionError if they do not open."""
-    row = await conn.fetchrow(
-        "SELECT key_id, refresh_token, access_token, access_token_expires_at, scopes"
-        " FROM credentials WHERE account_id = $1",
-        account_id,
+    return (await load_credentials_many(conn, keyring, [account_id])).get(account_id)
+
+
+async def load_credentials_many(
+    conn: Queryable, keyring: Keyring, account_ids: Sequence[UUID]
+) -> dict[UUID, Credentials]:
+    """Decrypted credentials of each account that has them, in one query (a takeover starts
+    hundreds of actors at once); raises DecryptionError if one does not open."""
+    rows = await conn.fetch(
+        "SELECT account_id, key_id, refresh_token, access_token, access_token_expires_at, scopes"
+        " FROM credentials WHERE account_id = ANY($1::uuid[])",
+        list(account_ids),
     )
-    if row is None:
-        return None
+    return {row["account_id"]: _decrypted(keyring, row) for row in rows}
+
+
+def _decrypted(keyring: Keyring, row: asyncpg.Record) -> Credentials:
+    account_id: UUID = row["account_id"]
     key_id: str = row["key_id"]
     refresh = keyring.decrypt(
         key_id, row["refresh_token"], account_id=account_id, field=REFRESH_TOKEN

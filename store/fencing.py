@@ -19,7 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from store.db import PgPool, PgPoolConnection, Queryable
@@ -47,6 +47,24 @@ async def take_shard(conn: Queryable, shard: int, owner: str) -> int:
         owner,
     )
     return int(epoch)
+
+
+async def take_shards(conn: Queryable, shards: Sequence[int], owner: str) -> dict[int, int]:
+    """Become the owner of every shard of ``shards`` in one statement; their new epochs."""
+    if not shards:
+        return {}
+    ordered = sorted(set(shards))
+    await conn.execute(
+        "INSERT INTO shard_epochs (shard) SELECT unnest($1::int[]) ON CONFLICT (shard) DO NOTHING",
+        ordered,
+    )
+    rows = await conn.fetch(
+        "UPDATE shard_epochs SET epoch = epoch + 1, owner = $2, taken_at = now()"
+        " WHERE shard = ANY($1::int[]) RETURNING shard, epoch",
+        ordered,
+        owner,
+    )
+    return {int(row["shard"]): int(row["epoch"]) for row in rows}
 
 
 async def current_epoch(conn: Queryable, shard: int) -> int | None:

@@ -33,6 +33,7 @@ import anyio
 import structlog
 
 from actors.account import AccountActor, AccountContext, account_spec
+from actors.account.context import Preloaded
 from actors.cell import ActorState
 from actors.errors import ActorUnavailable
 from actors.spec import ChildSpec
@@ -43,6 +44,8 @@ from providers.interface import CalendarProvider
 from providers.microsoft.client import MicrosoftCalendarProvider
 from store.accounts import Account, list_accounts, shard_for
 from store.change_feed import run_relay
+from store.channels import list_channels_many
+from store.credentials import load_credentials_many
 from store.crypto import Keyring
 from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
@@ -120,6 +123,9 @@ class AccountsRuntime:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _pacer: StartPacer | None = None
+    _started: set[int] = field(default_factory=set)  # owned shards whose actors all started
+    _wanted: set[str] = field(default_factory=set)  # accounts whose actors should run (last scan)
+    _preloaded: dict[str, Preloaded] = field(default_factory=dict)  # the context's, see _preload
 
     @property
     def supervisor(self) -> Supervisor:
@@ -135,8 +141,12 @@ class AccountsRuntime:
         out, stop the actors and release the leases so other replicas take over at once."""
         settings, pool, redis = self.replica.settings, self.replica.pool, self.replica.redis
         policy = LeasePolicy(ttl_s=settings.lease_ttl_s)
-        store = LeaseStore(redis, settings.replica_id, ttl_s=settings.lease_ttl_s)
-        keeper = self.keeper = ShardKeeper(store, pool, self, settings.shard_count, policy=policy)
+        lease_redis = self.replica.lease_redis or redis
+        store = LeaseStore(lease_redis, settings.replica_id, ttl_s=settings.lease_ttl_s)
+        control_pool = self.replica.control_pool or pool
+        keeper = self.keeper = ShardKeeper(
+            store, control_pool, self, settings.shard_count, policy=policy
+        )
         inbox = self.inbox = Inbox(redis, settings.replica_id, self._route, self._lost)
         context = AccountContext(
             pool,
@@ -154,6 +164,8 @@ class AccountsRuntime:
             push_address_microsoft=webhook_url(settings, "microsoft"),
             rate_gate=self._rate_gate,
             on_stale_epoch=keeper.epoch_refused,
+            preloaded=self._preloaded,
+            sync_slots=asyncio.Semaphore(settings.sync_concurrency),
         )
         spec = self._spec = account_spec(context)
         loops: dict[str, Callable[[], Awaitable[None]]] = {
@@ -176,6 +188,7 @@ class AccountsRuntime:
 
     async def stop_shard(self, shard: int) -> None:
         """The keeper gives ``shard`` up: stop reading it and stop its actors."""
+        self._started.discard(shard)
         if self.inbox is not None:
             self.inbox.forget(shard)
         count = self.replica.settings.shard_count
@@ -193,11 +206,12 @@ class AccountsRuntime:
     async def scan(self, spec: ChildSpec[object]) -> None:
         """Start actors for active accounts of owned shards; resume or stop the rest."""
         settings = self.replica.settings
-        accounts = await list_accounts(self.replica.pool)
         owned = set(self.owned())
-        mine = [a for a in accounts if a.shard in owned]
+        mine = await list_accounts(self.replica.pool, shards=sorted(owned))
         wanted = [a for a in mine if a.status == "active" and self._runnable(a)]
-        new = [str(a.id) for a in wanted if self.supervisor.get(str(a.id)) is None]
+        self._wanted = {str(a.id) for a in wanted}
+        new = [a for a in wanted if self.supervisor.get(str(a.id)) is None]
+        new.sort(key=lambda account: account.shard)
         # Rebuilt, not accumulated: a purged account must not linger in a shard's resync list.
         self._by_shard = {}
         for account in mine:
@@ -205,6 +219,7 @@ class AccountsRuntime:
         if new:
             await self._start_paced(new, spec, settings.actor_start_burst)
             settle_heap()
+        self._report_started()
         kept = {str(a.id) for a in mine}
         for running in list(self.supervisor.registry):
             if running.spec is spec and running.id not in kept:  # purged, or shard gone
@@ -223,23 +238,57 @@ class AccountsRuntime:
                 # New credentials were stored for a parked (needs_reauth) account: resume it.
                 cell.post_nowait(("resume", None))
 
-    async def _start_paced(self, ids: list[str], spec: ChildSpec[object], burst: int) -> None:
+    async def _start_paced(
+        self, accounts: list[Account], spec: ChildSpec[object], burst: int
+    ) -> None:
         """Start actors in batches of ``burst`` at ``actor_start_rate_per_s`` (one pacer for the
         replica's life, across scans), so a replica taking many shards does not stampede
-        Postgres (each start loads its account) or the providers."""
+        Postgres or the providers. Each batch's stored state is read in bulk first."""
         if self._pacer is None:
             rate = self.replica.settings.actor_start_rate_per_s
             self._pacer = StartPacer(rate, burst)
         loop = asyncio.get_running_loop()
-        for offset in range(0, len(ids), burst):
-            batch = ids[offset : offset + burst]
+        for offset in range(0, len(accounts), burst):
+            # A shard given up during this scan: its actors must not start.
+            owned = set(self.owned())
+            batch = [a for a in accounts[offset : offset + burst] if a.shard in owned]
+            if not batch:
+                continue
             now = loop.time()
             delay = max(self._pacer.take(now) for _ in batch)  # the batch's last slot
             if delay > 0:
                 await asyncio.sleep(delay)
-            failures = await self.supervisor.start_children(batch, spec)
+            ids = [str(a.id) for a in batch]
+            await self._preload(batch)
+            try:
+                failures = await self.supervisor.start_children(ids, spec)
+            finally:
+                for child_id in ids:
+                    self._preloaded.pop(child_id, None)
             for child_id, error in failures.items():
                 log.error("account actor did not start", account=child_id, error=str(error))
+            self._report_started()
+
+    async def _preload(self, batch: list[Account]) -> None:
+        """Read the batch's credentials and channels in two queries for the actors' first start."""
+        ids = [account.id for account in batch]
+        pool = self.replica.pool
+        credentials = await load_credentials_many(pool, self.keyring, ids)
+        channels = await list_channels_many(pool, ids)
+        for account in batch:
+            self._preloaded[str(account.id)] = Preloaded(
+                account, credentials.get(account.id), channels.get(account.id, [])
+            )
+
+    def _report_started(self) -> None:
+        """Log each owned shard whose accounts all have a running actor, once per ownership."""
+        for shard in self.owned():
+            if shard in self._started:
+                continue
+            ids = self._by_shard.get(shard, set())
+            if all(self.supervisor.get(i) is not None or i not in self._wanted for i in ids):
+                self._started.add(shard)
+                log.info("shard actors started", shard=shard, actors=len(ids))
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
         """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).

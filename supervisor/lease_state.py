@@ -57,7 +57,7 @@ class LeasePolicy:
     stop_margin_fraction: float = 1 / 3  # stop actors this far before the earliest expiry
     clock_drift: float = 0.01  # our clock may run this much slower than Redis's
     retry_fraction: float = 0.05  # retry a failed renewal after this much of the TTL
-    claim_jitter_fraction: float = 0.05  # claims of orphaned shards spread over this much
+    claim_jitter_fraction: float = 0.02  # claims of orphaned shards spread over this much
 
     def __post_init__(self) -> None:
         if self.ttl_s <= 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -56,15 +57,26 @@ return 0
 """
 
 # KEYS[1] members; ARGV[1] replica id, ARGV[2] ttl ms. Refresh this replica's heartbeat, drop
-# lapsed ones, and return the live members, all judged by the Redis clock.
+# lapsed ones, and return the Redis time (ms) then the live members with their lapse times,
+# all judged by the Redis clock.
 _HEARTBEAT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local reply = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(reply, 1, tostring(now_ms))
+return reply
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The live replicas after a heartbeat, and when the next other one lapses."""
+
+    members: list[str]  # sorted, this replica included
+    next_lapse_s: float | None  # seconds until another member lapses unless it beats again
 
 
 class LeaseStoreUnavailable(Exception):
@@ -99,12 +111,20 @@ class LeaseStore:
         self._release = redis.register_script(_RELEASE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
 
-    async def heartbeat(self) -> list[str]:
-        """Announce this replica for one TTL; the live members (this one included), sorted."""
+    async def heartbeat(self) -> Membership:
+        """Announce this replica for one TTL; the live members and the next lapse among them."""
         reply = await self._guard(
             self._heartbeat(keys=[MEMBERS_KEY], args=[self.replica_id, self.ttl_ms])
         )
-        return sorted(_text(m) for m in reply)
+        now_ms = int(_text(reply[0]))
+        members: list[str] = []
+        lapses: list[float] = []
+        for name, score in zip(reply[1::2], reply[2::2], strict=True):
+            member = _text(name)
+            members.append(member)
+            if member != self.replica_id:
+                lapses.append(max(0.0, (float(_text(score)) - now_ms) / 1000))
+        return Membership(sorted(members), min(lapses, default=None))
 
     async def leave(self) -> None:
         """Withdraw from the membership at once (clean shutdown)."""
@@ -112,10 +132,17 @@ class LeaseStore:
 
     async def try_claim(self, shard: int) -> bool:
         """Take ``shard``'s lease if nobody holds it."""
-        ok = await self._guard(
-            self.redis.set(lease_key(shard), self.holder, nx=True, px=self.ttl_ms)
-        )
-        return bool(ok)
+        return (await self.try_claim_many([shard]))[shard]
+
+    async def try_claim_many(self, shards: Sequence[int]) -> dict[int, bool]:
+        """Take each lease nobody holds, in one pipelined round trip; True where taken."""
+        if not shards:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.set(lease_key(shard), self.holder, nx=True, px=self.ttl_ms)
+            replies = await self._guard(pipe.execute())
+        return {shard: bool(r) for shard, r in zip(shards, replies, strict=True)}
 
     async def renew(self, shards: Iterable[int]) -> dict[int, bool]:
         """Extend each lease still ours by one TTL; False for a lease lost (taken or expired)."""
@@ -136,13 +163,14 @@ class LeaseStore:
         return bool(reply)
 
     async def owners(self, shards: Sequence[int]) -> dict[int, str | None]:
-        """The replica holding each shard's lease, or None where it is free."""
+        """The replica holding each shard's lease, or None where it is free.
+
+        One MGET: a pipeline of single GETs costs the client far more to pack and parse, and
+        the keeper reads every lease often. (On Redis Cluster the keys span slots: a cluster
+        client splits the read by slot, e.g. redis-py's ``mget_nonatomic``.)"""
         if not shards:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.get(lease_key(shard))
-            replies = await self._guard(pipe.execute())
+        replies = await self._guard(self.redis.mget([lease_key(shard) for shard in shards]))
         return {
             shard: None if reply is None else replica_of(_text(reply))
             for shard, reply in zip(shards, replies, strict=True)

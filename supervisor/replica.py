@@ -2,7 +2,12 @@
 
 Invariants:
 - everything started here is stopped here, in reverse order, on a stop request or an error;
-- a quarantined account is marked in PostgreSQL with its last error before the actor parks.
+- a quarantined account is marked in PostgreSQL with its last error before the actor parks;
+- Redis is reached through two clients: ``redis`` for the actors' traffic (a bounded pool whose
+  callers wait for a free connection: a takeover's burst of hundreds of calls queues instead of
+  failing), and ``lease_redis`` with connections of its own for heartbeats and leases, so
+  that burst can never delay a renewal past the lease's stop point; likewise Postgres:
+  ``control_pool`` takes epochs without queueing behind the actors' syncs in ``pool``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,25 @@ class Replica:
     redis: aioredis.Redis
     supervisor: Supervisor
     monitor: ReplicaMonitor | None
+    lease_redis: aioredis.Redis | None = None  # None: share ``redis`` (tests, tools)
+    control_pool: asyncpg.Pool | None = None  # the keeper's own (epochs); None: share ``pool``
+
+
+# The keeper makes one call at a time; two leave room for an abandoned one (see ShardKeeper).
+_LEASE_CONNECTIONS = 2
+# How long a call waits for a free pooled connection before it counts as Redis unreachable.
+_POOL_WAIT_S = 10.0
+
+
+def open_redis(url: str, max_connections: int) -> aioredis.Redis:
+    """A client whose callers wait (up to ``_POOL_WAIT_S``) for one of ``max_connections``.
+
+    redis-py's default pool refuses a call outright once its connections are all busy, which
+    a replica starting hundreds of actors hits at once."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=_POOL_WAIT_S
+    )
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 def restart_policy(settings: Settings) -> RestartPolicy:
@@ -71,7 +95,9 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
     if applied:
         log.info("migrations applied", versions=applied)
     pool = await create_pool(urls.database_url, settings.db_schema)
-    redis = aioredis.Redis.from_url(urls.redis_url)
+    control_pool = await create_pool(urls.database_url, settings.db_schema, max_size=1)
+    redis = open_redis(urls.redis_url, settings.redis_max_connections)
+    lease_redis = open_redis(urls.redis_url, _LEASE_CONNECTIONS)
     if settings.fault_hold_file is not None:
         log.warning("fault injection on: fenced writes wait while the file exists")
         install_fault_hold(partial(hold_while_exists, settings.fault_hold_file))
@@ -107,7 +133,7 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
                     "monitor listening", host=settings.monitor_host, port=settings.monitor_port
                 )
             try:
-                yield Replica(settings, pool, redis, supervisor, monitor)
+                yield Replica(settings, pool, redis, supervisor, monitor, lease_redis, control_pool)
             finally:
                 with anyio.CancelScope(shield=True):  # a stop request must not cut teardown
                     await supervisor.shutdown()
@@ -115,5 +141,7 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
                     monitor.close()
     finally:
         with anyio.CancelScope(shield=True):
+            await lease_redis.aclose()
             await redis.aclose()
+            await control_pool.close()
             await pool.close()

@@ -25,10 +25,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+import anyio
 import structlog
 
 from store.db import PgPool
-from store.fencing import take_shard
+from store.fencing import take_shards
 from supervisor.assignment import assign, plan
 from supervisor.lease_state import LeasePolicy, LeaseState, ShardLease
 from supervisor.leases import LeaseStore, LeaseStoreUnavailable
@@ -38,6 +39,10 @@ log = structlog.get_logger("supervisor.shards")
 
 # The keeper never sleeps longer than this, so a change of membership is seen promptly.
 _MAX_NAP_S = 1.0
+# Heartbeat this long after another member's predicted lapse, so the lapse has happened.
+_LAPSE_MARGIN_S = 0.005
+# How often the leases are read while a shard waits on the lease of a replica no longer live.
+_ORPHAN_LOOK_S = 0.1
 
 
 class ShardOwner(Protocol):
@@ -79,6 +84,8 @@ class ShardKeeper:
     statistics: KeeperStatistics = field(default_factory=KeeperStatistics)
     _claim_at: dict[int, float] = field(default_factory=dict)
     _beat_due: float = 0.0
+    _lapse_at: float | None = None  # just after another member's heartbeat would lapse
+    _look_due: float = 0.0  # when the leases are read again to follow the assignment
     _settled_at: float | None = None
     _pending: asyncio.Task[object] | None = None  # an abandoned Redis call still running
 
@@ -92,8 +99,13 @@ class ShardKeeper:
         return self.store.replica_id
 
     def owned(self) -> list[int]:
-        """The shards whose actors may run now (held and not lost)."""
-        return [s for s, lease in self.leases.items() if lease.state is LeaseState.OWNED]
+        """The shards whose actors may run now: held, not lost, and their epoch taken (between
+        the lease and the epoch an actor would find no epoch and stop at once)."""
+        return [
+            s
+            for s, lease in self.leases.items()
+            if lease.state is LeaseState.OWNED and s in self.epochs
+        ]
 
     async def run(self) -> None:
         """Keep the share until cancelled; call ``shutdown`` afterwards for a clean release."""
@@ -123,6 +135,8 @@ class ShardKeeper:
         if members is None or self.replica_id not in members:
             return
         now = self.clock()
+        if members != self.members:
+            self._look_due = now  # a member came or went: look at the leases now
         self.members = members
         if self._settled_at is None:  # just started, or Redis just came back
             self._settled_at = now + self.policy.renew_after_s
@@ -133,9 +147,7 @@ class ShardKeeper:
     async def shutdown(self) -> None:
         """Stop every held shard, release its lease and leave the membership."""
         self._claim_at.clear()
-        for shard, lease in self.leases.items():
-            if lease.holding:
-                await self._release(shard, lease)
+        await self._release([s for s, lease in self.leases.items() if lease.holding])
         try:
             await self._bounded(self.store.leave())
         except LeaseStoreUnavailable:
@@ -147,18 +159,24 @@ class ShardKeeper:
 
     async def _heartbeat(self) -> list[str] | None:
         now = self.clock()
-        if now < self._beat_due and self.members:
+        lapse_due = self._lapse_at is not None and now >= self._lapse_at
+        if now < self._beat_due and self.members and not lapse_due:
             return self.members
         try:
-            members = await self._bounded(self.store.heartbeat())
+            membership = await self._bounded(self.store.heartbeat())
         except LeaseStoreUnavailable as error:
             log.warning("heartbeat failed", error=str(error))
             self._settled_at = None
+            self._look_due = 0.0
             return None
-        # Every loop at most (not every third of the TTL): a dead replica's shards are claimed
-        # as soon as its heartbeat lapses, which this replica sees only on its next heartbeat.
+        answered = self.clock()
+        # Every loop at most (not every third of the TTL), and once more just after the next
+        # other member's heartbeat would lapse: a dead replica's shards are claimed as soon as
+        # its heartbeat lapses, which this replica learns only from a heartbeat of its own.
         self._beat_due = now + min(self.policy.renew_after_s, _MAX_NAP_S)
-        return members
+        lapse = membership.next_lapse_s
+        self._lapse_at = None if lapse is None else answered + lapse + _LAPSE_MARGIN_S
+        return membership.members
 
     async def _renew(self) -> None:
         now = self.clock()
@@ -186,22 +204,42 @@ class ShardKeeper:
         for shard, lease in self.leases.items():
             if lease.expire_if_overdue(now):
                 log.warning("lease overdue; stopping the shard", shard=shard)
-            if lease.state is LeaseState.LOST:
-                self.statistics.losses += 1
-                await self.owner.stop_shard(shard)
-                self.epochs.pop(shard, None)
-                lease.stopped()
+        lost = [s for s, lease in self.leases.items() if lease.state is LeaseState.LOST]
+        if not lost:
+            return
+        await self._stop_shards(lost)
+        for shard in lost:
+            self.statistics.losses += 1
+            self.epochs.pop(shard, None)
+            self.leases[shard].stopped()
+        self._look_due = 0.0  # the assignment may want them back, or give them elsewhere
+
+    async def _stop_shards(self, shards: list[int]) -> None:
+        """Stop the actors of ``shards`` together: one after another, each shard's bounded stop
+        would add up and hold the keeper (and every other lease's renewal) far longer."""
+        async with anyio.create_task_group() as group:
+            for shard in shards:
+                group.start_soon(self.owner.stop_shard, shard, name=f"stop_shard[{shard}]")
 
     async def _follow_assignment(self, now: float) -> None:
+        if now < self._look_due and not self._claim_at:
+            return
         try:
             current = await self._bounded(self.store.owners(list(self.leases)))
         except LeaseStoreUnavailable:
             return
         moves = plan(self.replica_id, current, assign(current, self.members))
-        for shard in moves.releases:
-            lease = self.leases[shard]
-            if lease.state is LeaseState.OWNED:
-                await self._release(shard, lease)
+        await self._release([s for s in moves.releases if self.leases[s].state is LeaseState.OWNED])
+        # Steady (nothing to move): look again after a renewal period. Moving: every loop, and
+        # often while a shard waits on the lease of a replica that is no longer a member (its
+        # lease lapses any moment, and its claim should follow at once).
+        orphaned = any(current.get(shard) not in self.members for shard in moves.waiting)
+        if orphaned:
+            self._look_due = now + _ORPHAN_LOOK_S
+        elif moves.releases or moves.claims or moves.waiting:
+            self._look_due = now
+        else:
+            self._look_due = now + self.policy.renew_after_s
         wanted = set(moves.claims)
         self._claim_at = {s: at for s, at in self._claim_at.items() if s in wanted}
         for shard in moves.claims:
@@ -212,53 +250,67 @@ class ShardKeeper:
         # The membership may be up to a loop old: a replica that has not yet seen a newcomer
         # would take a shard released for it. So claims follow a fresh heartbeat and plan.
         try:
-            self.members = await self._bounded(self.store.heartbeat())
+            self.members = (await self._bounded(self.store.heartbeat())).members
             current = await self._bounded(self.store.owners(list(self.leases)))
         except LeaseStoreUnavailable:
             return
         fresh = set(plan(self.replica_id, current, assign(current, self.members)).claims)
         for shard in due:
             del self._claim_at[shard]
-            if shard in fresh:
-                await self._claim(shard)
+        await self._claim([shard for shard in due if shard in fresh])
 
-    async def _claim(self, shard: int) -> None:
-        lease = self.leases[shard]
-        if not lease.start_claim():
+    async def _claim(self, shards: list[int]) -> None:
+        """Claim ``shards`` together: one round trip for the leases, one statement for the
+        epochs, then their actors start (a dead replica's shards move in one step)."""
+        trying = [shard for shard in shards if self.leases[shard].start_claim()]
+        if not trying:
             return
         sent_at = self.clock()
         try:
-            won = await self._bounded(self.store.try_claim(shard))
+            won = await self._bounded(self.store.try_claim_many(trying))
         except LeaseStoreUnavailable:
-            won = False
-        if not won:
-            lease.claim_failed()
+            won = {}
+        taken: list[int] = []
+        for shard in trying:
+            lease = self.leases[shard]
+            if won.get(shard):
+                lease.claimed(sent_at)
+                taken.append(shard)
+            else:
+                lease.claim_failed()
+        if not taken:
             return
-        lease.claimed(sent_at)
         try:
             async with self.pool.acquire() as conn:
-                epoch = await take_shard(conn, shard, self.replica_id)
+                epochs = await take_shards(conn, taken, self.replica_id)
         except BaseException:
-            lease.release_requested()
-            await self._release(shard, lease, started=False)
+            await self._release(taken, started=False)
             raise
-        self.epochs[shard] = epoch
-        self.statistics.claims += 1
-        log.info("shard claimed", shard=shard, epoch=epoch)
-        await self.owner.start_shard(shard, epoch)
+        for shard in taken:
+            epoch = self.epochs[shard] = epochs[shard]
+            self.statistics.claims += 1
+            log.info("shard claimed", shard=shard, epoch=epoch)
+        for shard in taken:
+            await self.owner.start_shard(shard, self.epochs[shard])
 
-    async def _release(self, shard: int, lease: ShardLease, *, started: bool = True) -> None:
-        lease.release_requested()
+    async def _release(self, shards: list[int], *, started: bool = True) -> None:
+        """Stop the shards' actors (together), then delete each lease still ours."""
+        if not shards:
+            return
+        for shard in shards:
+            self.leases[shard].release_requested()
         if started:
-            await self.owner.stop_shard(shard)
-        self.epochs.pop(shard, None)
-        try:
-            await self._bounded(self.store.release(shard))
-        except LeaseStoreUnavailable:
-            log.warning("could not release a lease; it will expire", shard=shard)
-        lease.released()
-        self.statistics.releases += 1
-        log.info("shard released", shard=shard)
+            await self._stop_shards(shards)
+        for shard in shards:
+            lease = self.leases[shard]
+            self.epochs.pop(shard, None)
+            try:
+                await self._bounded(self.store.release(shard))
+            except LeaseStoreUnavailable:
+                log.warning("could not release a lease; it will expire", shard=shard)
+            lease.released()
+            self.statistics.releases += 1
+            log.info("shard released", shard=shard)
 
     async def _bounded(self, call: Coroutine[object, object, T]) -> T:
         """Run a Redis call, giving up on it (as unreachable) at the earliest stop point of a
@@ -285,7 +337,9 @@ class ShardKeeper:
 
     def _nap_s(self) -> float:
         now = self.clock()
-        moments = [self._beat_due, *self._claim_at.values()]
+        moments = [self._beat_due, self._look_due, *self._claim_at.values()]
+        if self._lapse_at is not None:
+            moments.append(self._lapse_at)
         moments += [d for lease in self.leases.values() if (d := lease.next_deadline()) is not None]
         if self._settled_at is not None:
             moments.append(self._settled_at)

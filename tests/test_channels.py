@@ -15,6 +15,7 @@ from store.channels import (
     get_channels,
     hash_token,
     list_channels,
+    list_channels_many,
     save_channel,
 )
 from store.db import PgPool
@@ -94,6 +95,20 @@ async def test_delete_and_list(pool: PgPool, account: Account) -> None:
     assert await delete_channel(pool, "google", "c1") is True
     assert await delete_channel(pool, "google", "c1") is False
     assert [row.id for row in await list_channels(pool, account.id)] == ["c2"]
+
+
+async def test_channels_of_many_accounts_in_one_call(pool: PgPool, account: Account) -> None:
+    other = await create_account(pool, provider="google", external_user_id="u2", shard_count=64)
+    bare = await create_account(pool, provider="google", external_user_id="u3", shard_count=64)
+    await save_channel(pool, _row(account, "c1", calendar_id="b"))
+    await save_channel(pool, _row(account, "c2", calendar_id="a"))
+    await save_channel(pool, _row(other, "c3"))
+    found = await list_channels_many(pool, [account.id, other.id, bare.id])
+    assert {k: [row.id for row in rows] for k, rows in found.items()} == {
+        account.id: ["c2", "c1"],
+        other.id: ["c3"],
+        bare.id: [],
+    }
 
 
 async def test_invalid_provider_refused(pool: PgPool, account: Account) -> None:

@@ -10,7 +10,13 @@ import pytest
 
 from config.redact import redact_text
 from store.accounts import create_account
-from store.credentials import Credentials, load_credentials, rotate_keys, store_credentials
+from store.credentials import (
+    Credentials,
+    load_credentials,
+    load_credentials_many,
+    rotate_keys,
+    store_credentials,
+)
 from store.crypto import DecryptionError, Keyring, generate_key
 from store.db import PgPool
 
@@ -38,6 +44,15 @@ async def test_round_trip_through_the_database(pool: PgPool, keyring: Keyring) -
     creds = full_credentials(account_id)
     await store_credentials(pool, keyring, account_id, creds)
     assert await load_credentials(pool, keyring, account_id) == creds
+
+
+async def test_many_accounts_load_in_one_call(pool: PgPool, keyring: Keyring) -> None:
+    a, b, bare = [await new_account(pool, name) for name in ("a", "b", "c")]
+    await store_credentials(pool, keyring, a, full_credentials(a, "-a"))
+    await store_credentials(pool, keyring, b, full_credentials(b, "-b"))
+    loaded = await load_credentials_many(pool, keyring, [a, b, bare])
+    assert loaded == {a: full_credentials(a, "-a"), b: full_credentials(b, "-b")}
+    assert await load_credentials_many(pool, keyring, []) == {}
 
 
 async def test_round_trip_without_access_token(pool: PgPool, keyring: Keyring) -> None:

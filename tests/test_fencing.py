@@ -15,6 +15,7 @@ from store.fencing import (
     fenced_transaction,
     install_fault_hold,
     take_shard,
+    take_shards,
 )
 from supervisor.replica import hold_while_exists
 
@@ -44,6 +45,14 @@ async def test_take_shard_increments_the_epoch(pool: PgPool) -> None:
     assert row is not None
     assert (row["epoch"], row["owner"]) == (2, "replica-b")
     assert row["taken_at"] is not None
+
+
+async def test_take_shards_takes_many_in_one_statement(pool: PgPool) -> None:
+    assert await take_shard(pool, 11, "replica-a") == 1
+    assert await take_shards(pool, [12, 11, 13], "replica-b") == {11: 2, 12: 1, 13: 1}
+    assert await take_shards(pool, [], "replica-b") == {}
+    owners = await pool.fetch("SELECT shard, owner FROM shard_epochs WHERE shard >= 11")
+    assert {r["shard"]: r["owner"] for r in owners} == dict.fromkeys([11, 12, 13], "replica-b")
 
 
 async def test_current_epoch_commits(pool: PgPool) -> None:

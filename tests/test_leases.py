@@ -31,6 +31,9 @@ async def test_only_the_holder_renews_and_releases(redis: Redis) -> None:
     assert await a.try_claim(7)
     assert not await b.try_claim(7)
     assert await a.owners([7, 8]) == {7: "replica-a", 8: None}
+    assert await b.try_claim_many([7, 8, 9]) == {7: False, 8: True, 9: True}
+    assert await a.owners([7, 8, 9]) == {7: "replica-a", 8: "replica-b", 9: "replica-b"}
+    assert await b.release(8) and await b.release(9)
     assert await a.renew([7, 8]) == {7: True, 8: False}
     assert await b.renew([7]) == {7: False}
     assert not await b.release(7)
@@ -72,11 +75,13 @@ async def test_an_unrenewed_lease_expires_and_is_claimable(redis: Redis) -> None
 async def test_membership_follows_heartbeats(redis: Redis) -> None:
     a = LeaseStore(redis, "replica-a", ttl_s=10)
     b = LeaseStore(redis, "replica-b", ttl_s=0.1)
-    await b.heartbeat()
-    assert await a.heartbeat() == ["replica-a", "replica-b"]
+    assert (await b.heartbeat()).next_lapse_s is None  # alone
+    seen = await a.heartbeat()
+    assert seen.members == ["replica-a", "replica-b"]
+    assert seen.next_lapse_s is not None and seen.next_lapse_s <= 0.1  # b's, not a's own 10 s
 
     async def b_lapsed() -> bool:
-        return await a.heartbeat() == ["replica-a"]
+        return (await a.heartbeat()).members == ["replica-a"]
 
     await until(b_lapsed, "replica-b's heartbeat to lapse")
     await a.leave()

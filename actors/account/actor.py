@@ -208,7 +208,12 @@ class AccountActor(Actor[object]):
     async def _load(self) -> bool:
         """Rebuild state from storage; False (and parked) when the account must not sync."""
         ctx = self.ctx
-        account = await get_account(ctx.pool, UUID(self.id))
+        preloaded = ctx.preloaded.pop(self.id, None)
+        account = (
+            preloaded.account
+            if preloaded is not None
+            else await get_account(ctx.pool, UUID(self.id))
+        )
         if account is None:
             raise LookupError(f"account {self.id} does not exist")
         self.account = account
@@ -220,13 +225,22 @@ class AccountActor(Actor[object]):
         if account.status != "active":
             self._park(f"parked ({account.status})")
             return False
-        creds = await load_credentials(ctx.pool, ctx.keyring, account.id)
+        creds = (
+            preloaded.credentials
+            if preloaded is not None
+            else await load_credentials(ctx.pool, ctx.keyring, account.id)
+        )
         if creds is None:
             raise LookupError(f"account {self.id} has no credentials")
         self.calls = AccountCalls(ctx, account, self.epoch, creds)
         if account.provider == "microsoft":
             self._arm(KEEPALIVE, ctx.token_keepalive.total_seconds())
-        self.channels = {row.calendar_id: row for row in await list_channels(ctx.pool, account.id)}
+        rows = (
+            preloaded.channels
+            if preloaded is not None
+            else await list_channels(ctx.pool, account.id)
+        )
+        self.channels = {row.calendar_id: row for row in rows}
         for row in self.channels.values():
             self._arm_renewal(row, row.created_at or ctx.clock())
         return True
@@ -252,7 +266,12 @@ class AccountActor(Actor[object]):
 
     async def _guarded_step(self, work: Awaitable[None], covers: str | None) -> None:
         try:
-            await work
+            slots = self.ctx.sync_slots
+            if slots is None:
+                await work
+            else:
+                async with slots:
+                    await work
         except AuthRevoked as error:
             await self._revoked(error)
         except StaleEpoch:

@@ -4,12 +4,14 @@ Invariants:
 - one ``AccountContext`` serves all account actors of a replica (it is never copied per actor);
 - ``epochs`` maps each shard this replica holds to the epoch it took; an account whose shard is
   missing is not ours to write;
+- ``preloaded`` entries are taken (popped) by the first start of their actor only;
 - ``clock`` returns aware UTC datetimes; deadlines use the event loop's clock, so only delays
   derived from ``clock`` ever reach ``set_timer``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from providers.interface import CalendarProvider
+from store.accounts import Account
+from store.channels import ChannelRow
+from store.credentials import Credentials
 from store.crypto import Keyring
 from store.db import PgPool
 
@@ -33,6 +38,16 @@ class RateGate(Protocol):
     async def penalize(self, seconds: float) -> None:
         """Block everyone sharing the budget for ``seconds`` (a provider's Retry-After)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Preloaded:
+    """An account's stored state read in bulk for its actor's first start (a takeover starts
+    hundreds at once: three queries per batch instead of three per actor)."""
+
+    account: Account
+    credentials: Credentials | None
+    channels: list[ChannelRow]
 
 
 def no_rate_gate(_provider: str, _account_id: str) -> RateGate | None:
@@ -77,6 +92,13 @@ class AccountContext:
     on_stale_epoch: Callable[[int], None] = lambda _shard: None
     clock: Callable[[], datetime] = utc_now
     rng: random.Random = field(default_factory=random.Random)
+    # Syncs (provider calls and their commits) running at once in the replica, at most: without
+    # a bound, hundreds of actors starting together would each start a sync, and the loop
+    # would slow every one of them (and the lease keeper) down. None: unbounded (tests, tools).
+    sync_slots: asyncio.Semaphore | None = None
+    # Filled by the replica just before starting a batch; each actor takes its own entry once
+    # (a restart reads storage again).
+    preloaded: dict[str, Preloaded] = field(default_factory=dict)
 
     def push_address(self, provider: str) -> str | None:
         """Where ``provider`` should deliver notifications, or None for no push."""
