@@ -5,7 +5,12 @@ Invariants:
 - every failure is a ``providers.errors.ProviderError`` (never a transport exception);
 - sync is page by page (``fetch_sync_page``) so the caller commits each page with its cursor;
 - writes are idempotent: a create replayed with the same ``idempotency_key`` yields the same
-  event, a delete of an event already gone succeeds.
+  event, a delete of an event already gone succeeds;
+- a draft's ``binding_id`` goes into a private extended property on create and update, so
+  ``find_bound_event`` finds the event a create whose outcome is unknown may have made;
+- reads of one event (``get_event``, ``find_bound_event``) answer None for "gone", never
+  NotFound for the event itself; a missing calendar raises NotFound from ``find_bound_event``
+  but is None from ``get_event`` (both providers answer the same 404 for either).
 """
 
 from __future__ import annotations
@@ -111,6 +116,17 @@ class CalendarProvider(Protocol):
         self, access_token: str, calendar_id: str, event_id: str, *, etag: str | None = None
     ) -> None:
         """Delete an event; an event already gone counts as deleted."""
+        ...
+
+    async def get_event(self, access_token: str, calendar_id: str, event_id: str) -> Event | None:
+        """The live event with its current etag (as sync pages report it), or None if gone."""
+        ...
+
+    async def find_bound_event(
+        self, access_token: str, calendar_id: str, binding_id: str
+    ) -> Event | None:
+        """The live event we wrote for ``binding_id`` (look before retrying a create whose
+        outcome is unknown), or None."""
         ...
 
     def parse_notifications(self, headers: Mapping[str, str], body: bytes) -> list[Notification]:

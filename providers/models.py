@@ -4,7 +4,9 @@ Invariants:
 - every datetime here is timezone-aware UTC; all-day events carry dates, never datetimes;
 - an all-day event's ``end_date`` is exclusive (a one-day event on 5 May ends on 6 May);
 - ``raw`` keeps the provider's JSON for consumers; nothing in the actor reads it;
-- secrets (tokens, channel tokens) are excluded from ``repr``.
+- secrets (tokens, channel tokens) are excluded from ``repr``;
+- ``binding_id`` marks an event we wrote (our binding's UUID in a private extended property);
+  None means the provider did not return the property, not that the event is someone else's.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Event:
     ical_uid: str | None = None
     recurring_event_id: str | None = None  # the series this instance belongs to
     updated_at: datetime | None = None
+    binding_id: str | None = None  # ours when set: the binding that wrote it
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -176,3 +179,4 @@ class EventDraft:
     timing: EventTiming
     description: str | None = None
     location: str | None = None
+    binding_id: str | None = None  # our binding's UUID, stored in a private extended property

@@ -16,7 +16,7 @@ Contract (at-least-once, deduplicate by ``change_id``):
   published after higher ones (it is still published: the relay selects by ``published_at``).
 
 Stream entry fields (all strings): ``change_id``, ``account_id`` (uuid), ``calendar_id``,
-``event_id``, ``kind`` (created, updated, deleted), ``origin`` (provider, outbound), ``etag``
+``event_id``, ``kind`` (created, updated, deleted), ``origin`` (provider, outbox), ``etag``
 ("" when unknown), ``created_at`` (ISO 8601, UTC). The stream is not trimmed here.
 """
 
@@ -36,7 +36,7 @@ from redis.typing import EncodableT, FieldT
 from store.db import PgPool, Queryable
 
 ChangeKind = Literal["created", "updated", "deleted"]
-Origin = Literal["provider", "outbound"]
+Origin = Literal["provider", "outbox"]
 
 DEFAULT_STREAM = "iw:changes"
 # First half of the relay's two-key advisory lock (store.migrate uses 0x1A7E_0001); the second

@@ -67,7 +67,7 @@ async def test_record_changes_numbers_in_given_order(pool: PgPool) -> None:
     assert [r.event_id for r in rows] == ["e0", "e1", "e2", "e3", "e4"]
     assert [r.id for r in rows] == sorted(r.id for r in rows)
     async with transaction(pool) as conn:
-        assert await record_changes(conn, ACCOUNT, "cal", [], origin="outbound") == []
+        assert await record_changes(conn, ACCOUNT, "cal", [], origin="outbox") == []
 
 
 async def test_publishes_in_id_order_with_documented_fields(pool: PgPool, redis: Redis) -> None:

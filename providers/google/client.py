@@ -9,6 +9,10 @@ Invariants:
 - 410 on events.list is ``SyncStateExpired`` whatever its reason; a malformed 2xx answer is
   ``Transient`` (the round fails and is retried; the replica never crashes on bad data);
 - calendar and event ids are percent-encoded as whole path segments (ids hold ``@``, ``#``);
+- a draft's binding id goes into ``extendedProperties.private``; ``find_bound_event`` lists by
+  ``privateExtendedProperty`` (never with a syncToken: Google forbids the pair) and still checks
+  each item's binding itself, so a server that ignored the filter cannot hand back a stranger;
+- ``get_event`` treats 404, 410 and a cancelled event alike: gone (None);
 - messages hold operation names, statuses and Google reasons, never tokens, bodies or URLs.
 """
 
@@ -51,6 +55,8 @@ MAX_PAGE_SIZE = 2500  # "The page size can never be larger than 2500 events."
 CALENDAR_LIST_PAGE_SIZE = 250
 MAX_CHANNEL_ID_LENGTH = 64  # events.watch limits (providers.md A.4)
 MAX_CHANNEL_TOKEN_LENGTH = 256
+# A filtered listing matches one event; this many pages without an end means a looping server.
+MAX_FIND_PAGES = 50
 
 # Fixed on every page of every round (incremental rounds must repeat them, A.2).
 _SYNC_PARAMS = {"singleEvents": "true", "showDeleted": "true"}
@@ -330,30 +336,19 @@ class GoogleCalendarProvider:
             access_token,
             "POST",
             _events_path(calendar_id),
-            json_body=mapping.draft_body(draft, event_id=event_id),
+            json_body=_draft_body(draft, event_id=event_id),
         )
         if response.status == 409:
-            return await self._existing_event(access_token, calendar_id, event_id)
+            existing = await self.get_event(access_token, calendar_id, event_id)
+            if existing is None:
+                # Google keeps ids of deleted events: the caller decides whether to recreate.
+                raise Conflict(
+                    "Google event id is taken by a deleted event",
+                    provider=PROVIDER,
+                    reason="deleted",
+                )
+            return existing
         return self._live_event(response, calendar_id, "events.insert")
-
-    async def _existing_event(self, access_token: str, calendar_id: str, event_id: str) -> Event:
-        response = await self._request(access_token, "GET", _event_path(calendar_id, event_id))
-        if response.status in (404, 410):
-            raise Conflict(
-                "Google event id is taken by a deleted event", provider=PROVIDER, reason="deleted"
-            )
-        if not 200 <= response.status < 300:
-            raise self._error(response, "events.get")
-        try:
-            parsed = mapping.parse_event_item(_json_object(response), calendar_id)
-        except MalformedPayload as exc:
-            raise _malformed("events.get", exc) from None
-        if isinstance(parsed, EventRemoval):
-            # Google keeps ids of deleted events: the caller decides whether to recreate.
-            raise Conflict(
-                "Google event id is taken by a deleted event", provider=PROVIDER, reason="deleted"
-            )
-        return parsed
 
     async def update_event(
         self,
@@ -370,7 +365,7 @@ class GoogleCalendarProvider:
             access_token,
             "PATCH",
             _event_path(calendar_id, event_id),
-            json_body=mapping.draft_body(draft, clear_absent=True),
+            json_body=_draft_body(draft, clear_absent=True),
             etag=etag,
         )
         return self._live_event(response, calendar_id, "events.patch")
@@ -385,6 +380,53 @@ class GoogleCalendarProvider:
         if response.status in (404, 410) or 200 <= response.status < 300:
             return
         raise self._error(response, "events.delete")
+
+    # --- reads of our own events -----------------------------------------------------------
+
+    async def get_event(self, access_token: str, calendar_id: str, event_id: str) -> Event | None:
+        """events.get: the live event, or None when it is gone (404, 410 or cancelled: the get
+        method returns cancelled events, which are deletions or hidden instances)."""
+        response = await self._request(access_token, "GET", _event_path(calendar_id, event_id))
+        if response.status in (404, 410):
+            return None
+        if not 200 <= response.status < 300:
+            raise self._error(response, "events.get")
+        try:
+            parsed = mapping.parse_event_item(_json_object(response), calendar_id)
+        except MalformedPayload as exc:
+            raise _malformed("events.get", exc) from None
+        return None if isinstance(parsed, EventRemoval) else parsed
+
+    async def find_bound_event(
+        self, access_token: str, calendar_id: str, binding_id: str
+    ) -> Event | None:
+        """events.list filtered by our private property (masters, not instances; no deleted
+        events), following pages: Google may answer empty pages that still continue."""
+        try:
+            constraint = mapping.binding_constraint(binding_id)
+        except ValueError:
+            raise Permanent("binding id must be 1..1024 characters", provider=PROVIDER) from None
+        page_token: str | None = None
+        for _ in range(MAX_FIND_PAGES):
+            params = {
+                "privateExtendedProperty": constraint,
+                "showDeleted": "false",
+                "maxResults": str(self._page_size),
+            }
+            if page_token is not None:
+                params["pageToken"] = page_token
+            body = await self._get_json(
+                access_token, _events_path(calendar_id), "events.list", params=params
+            )
+            try:
+                found = _bound_item(body, calendar_id, binding_id)
+                page_token = _token(body, "nextPageToken")
+            except MalformedPayload as exc:
+                raise _malformed("events.list", exc) from None
+            if found is not None or page_token is None:
+                return found
+        # Empty pages that continue are legal, even with the same token: bound them instead.
+        raise Transient("Google events.list paged without end", provider=PROVIDER)
 
     # --- HTTP plumbing ---------------------------------------------------------------------
 
@@ -461,6 +503,27 @@ class GoogleCalendarProvider:
             return mapping.parse_live_event(_json_object(response), calendar_id)
         except MalformedPayload as exc:
             raise _malformed(operation, exc) from None
+
+
+def _draft_body(
+    draft: EventDraft, *, event_id: str | None = None, clear_absent: bool = False
+) -> dict[str, Any]:
+    try:
+        return mapping.draft_body(draft, event_id=event_id, clear_absent=clear_absent)
+    except ValueError:
+        # Only the binding id can be refused here; Google would cut it and never find it again.
+        raise Permanent("binding id must be 1..1024 characters", provider=PROVIDER) from None
+
+
+def _bound_item(body: Mapping[str, Any], calendar_id: str, binding_id: str) -> Event | None:
+    """The first live item of a filtered events.list page that carries ``binding_id``."""
+    zone = body.get("timeZone")
+    calendar_zone = zone if isinstance(zone, str) else None
+    for item in _items(body):
+        parsed = mapping.parse_event_item(item, calendar_id, calendar_zone=calendar_zone)
+        if isinstance(parsed, Event) and parsed.binding_id == binding_id:
+            return parsed
+    return None
 
 
 def _json_object(response: HttpResponse) -> Mapping[str, Any]:

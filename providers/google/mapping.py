@@ -6,6 +6,8 @@ Invariants:
   naming the field, never the field's value; the client turns it into ``Transient``;
 - a cancelled item is always a removal of its own ``id``: a cancelled instance of a series
   removes that instance only and carries ``recurring_event_id``, never the series;
+- our binding id lives under ``extendedProperties.private[BINDING_PROPERTY]``; a write only
+  ever sets that key, so other private properties the event carries stay as they were;
 - error messages carry the status and Google's reason string, never bodies or tokens.
 """
 
@@ -48,6 +50,12 @@ RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 # quota: it lifts over minutes to hours, not seconds, so never retry it sooner than this.
 QUOTA_EXCEEDED_REASON = "quotaExceeded"
 QUOTA_EXCEEDED_MIN_RETRY_S = 60.0
+
+# The private extended property holding our binding id. Google silently drops properties whose
+# key exceeds 44 characters (ours has 24) and truncates values beyond 1024 characters
+# (extended-properties guide, "Limits"); a truncated binding would never be found again.
+BINDING_PROPERTY = "integrationWorkerBinding"
+MAX_PROPERTY_VALUE_LENGTH = 1024
 
 # Calendars whose events we cannot read: the freeBusyReader role sees busy blocks only.
 _UNSYNCABLE_ROLES = frozenset({"freeBusyReader"})
@@ -143,6 +151,30 @@ def _parse_status(item: Mapping[str, Any]) -> EventStatus:
         raise MalformedPayload("event.status is not confirmed, tentative or cancelled") from None
 
 
+def parse_binding(body: Mapping[str, Any]) -> str | None:
+    """Our binding id from ``extendedProperties.private``, if the event carries one."""
+    properties = body.get("extendedProperties")
+    if properties is None:
+        return None
+    private = obj(properties, "event.extendedProperties").get("private")
+    if private is None:
+        return None
+    scope = obj(private, "event.extendedProperties.private")
+    return opt_str(scope, BINDING_PROPERTY, "event.extendedProperties.private")
+
+
+def binding_constraint(binding_id: str) -> str:
+    """The events.list ``privateExtendedProperty`` constraint (``name=value``) for a binding."""
+    return f"{BINDING_PROPERTY}={check_binding(binding_id)}"
+
+
+def check_binding(binding_id: str) -> str:
+    """``binding_id`` if Google stores it unchanged; ValueError if it would be cut or is empty."""
+    if not binding_id or len(binding_id) > MAX_PROPERTY_VALUE_LENGTH:
+        raise ValueError("a binding id must be 1..1024 characters")
+    return binding_id
+
+
 def parse_event_item(
     item: object, calendar_id: str, *, calendar_zone: str | None = None
 ) -> Event | EventRemoval:
@@ -188,6 +220,7 @@ def parse_event_item(
         ical_uid=opt_str(body, "iCalUID", "event"),
         recurring_event_id=recurring_event_id,
         updated_at=None if updated is None else parse_rfc3339(updated, "event.updated"),
+        binding_id=parse_binding(body),
         raw=body,
     )
 
@@ -256,7 +289,8 @@ def draft_body(
     draft: EventDraft, *, event_id: str | None = None, clear_absent: bool = False
 ) -> dict[str, Any]:
     """An ``EventDraft`` as a Google event body; ``clear_absent`` (a patch) sends absent
-    fields as null so Google clears them, an insert leaves them out."""
+    fields as null so Google clears them, an insert leaves them out. ValueError for a binding
+    id Google would not store as given."""
     body: dict[str, Any] = {
         "summary": draft.title,
         "description": draft.description,
@@ -264,6 +298,10 @@ def draft_body(
         "start": _edge_body(draft.timing, "start"),
         "end": _edge_body(draft.timing, "end"),
     }
+    if draft.binding_id is not None:
+        # Patch merges maps key by key: only our key changes, others' properties stay.
+        private = {BINDING_PROPERTY: check_binding(draft.binding_id)}
+        body["extendedProperties"] = {"private": private}
     if event_id is not None:
         body["id"] = event_id
     return body if clear_absent else _without_nulls(body)

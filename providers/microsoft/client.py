@@ -11,6 +11,12 @@ Invariants:
 - every Graph call asks for UTC (``Prefer: outlook.timezone="UTC"``);
 - a malformed 2xx answer is ``Transient`` (the round fails and is retried); errors are mapped
   by status and Graph error code (``mapping.error_for_response``);
+- a draft's binding id goes into ``singleValueExtendedProperties``; reads of one event
+  (``get_event``, ``find_bound_event``) ``$expand`` that property, delta cannot (so synced
+  events carry no binding id); ``find_bound_event`` also checks each item's expanded binding,
+  so a server that ignored the filter cannot hand back a stranger;
+- query strings we build percent-encode spaces, ``:`` and ``/`` (as the Graph docs ask), and
+  go out verbatim;
 - messages hold operation names, statuses and Graph codes, never tokens, bodies or URLs.
 """
 
@@ -21,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -56,6 +62,8 @@ MAX_CLIENT_STATE_LENGTH = 128  # subscription.md's limit (changeNotification.md 
 MAX_SUBSCRIPTION_LIFETIME = timedelta(minutes=10080)
 SUBSCRIPTION_MARGIN = timedelta(minutes=5)
 CHANGE_TYPES = "created,updated,deleted"
+# A filtered listing matches one event; this many pages without an end means a looping server.
+MAX_FIND_PAGES = 50
 
 
 def _segment(identifier: str) -> str:
@@ -449,6 +457,51 @@ class MicrosoftCalendarProvider:
             return
         raise self._error(response, "events.delete")
 
+    # --- reads of our own events -----------------------------------------------------------
+
+    async def get_event(self, access_token: str, calendar_id: str, event_id: str) -> Event | None:
+        """GET one event with our binding property expanded; None on 404 (or 410). The etag is
+        ``@odata.etag``, as sync pages report it."""
+        url = _with_query(self._event_url(event_id), {"$expand": mapping.BINDING_EXPAND})
+        response = await self._request(access_token, "GET", url)
+        if response.status in (404, 410):
+            return None
+        if not 200 <= response.status < 300:
+            raise self._error(response, "events.get")
+        try:
+            parsed = mapping.parse_event_item(
+                _json_object(response), calendar_id, include_masters=True
+            )
+            if not isinstance(parsed, Event):
+                raise MalformedPayload("event is a removal where an event was expected")
+        except MalformedPayload as exc:
+            raise _malformed("events.get", exc) from None
+        return parsed
+
+    async def find_bound_event(
+        self, access_token: str, calendar_id: str, binding_id: str
+    ) -> Event | None:
+        """List the calendar's events (singles and series masters) filtered by our binding
+        property, expanded so the binding can be checked, following ``@odata.nextLink``."""
+        params = {
+            "$filter": mapping.binding_filter(binding_id),
+            "$expand": mapping.BINDING_EXPAND,
+        }
+        url: URL = _with_query(self._events_url(calendar_id), params)
+        for _ in range(MAX_FIND_PAGES):
+            body = await self._json_call(access_token, "GET", url, "events.list")
+            try:
+                found = _bound_item(body, calendar_id, binding_id)
+                next_link = _link(body, "@odata.nextLink")
+            except MalformedPayload as exc:
+                raise _malformed("events.list", exc) from None
+            if found is not None or next_link is None:
+                return found
+            if not cursors.on_base(next_link, self._base_url):
+                raise Transient("Graph events.list linked off the Graph host", provider=PROVIDER)
+            url = _verbatim(next_link)
+        raise Transient("Graph events.list paged without end", provider=PROVIDER)
+
     # --- HTTP plumbing ---------------------------------------------------------------------
 
     async def _request(
@@ -511,6 +564,24 @@ class MicrosoftCalendarProvider:
             return mapping.parse_live_event(_json_object(response), calendar_id)
         except MalformedPayload as exc:
             raise _malformed(operation, exc) from None
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> URL:
+    """``url`` with a query whose values are percent-encoded (``%20`` for spaces, never ``+``),
+    marked encoded so aiohttp sends it as built."""
+    return URL(url + "?" + urlencode(params, safe="$()'", quote_via=quote), encoded=True)
+
+
+def _bound_item(body: Mapping[str, Any], calendar_id: str, binding_id: str) -> Event | None:
+    """The first live event of a filtered page whose expanded binding is ``binding_id``.
+
+    An item without the expanded property does not count: adopting a stranger's event (and
+    later updating or deleting it) is worse than creating ours a second time."""
+    for item in _value(body):
+        parsed = mapping.parse_event_item(item, calendar_id, include_masters=True)
+        if isinstance(parsed, Event) and mapping.same_binding(parsed.binding_id, binding_id):
+            return parsed
+    return None
 
 
 def _json_object(response: HttpResponse) -> Mapping[str, Any]:

@@ -6,8 +6,12 @@ Invariants:
   naming the field, never the field's value; the client turns it into ``Transient``;
 - an ``@removed`` item is ``EventRemoval(definite=False)``: in a calendarView round it also
   means "left the window" (providers.md B.1), so it never proves a deletion;
-- series masters are skipped (``None``): calendarView delta returns the instances, and a
-  master is a recurrence rule, not something that happens at a time;
+- series masters are skipped (``None``) in sync: calendarView delta returns the instances, and
+  a master is a recurrence rule, not something that happens at a time; reads of one event we
+  wrote (``include_masters``) keep them, since that event may have been made a series;
+- our binding id is a named single-value extended property (``BINDING_PROPERTY_ID``); Graph
+  returns it only when ``$expand``ed, which calendarView delta does not support, so events
+  from sync carry ``binding_id=None`` and sync recognises ours by event id;
 - errors are mapped by status and Graph's ``error.code`` (case-insensitive), never by message.
 """
 
@@ -49,6 +53,13 @@ SYNC_STATE_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 NOT_FOUND_CODES = frozenset({"erroritemnotfound", "itemnotfound"})
 CONFLICT_CODES = frozenset({"errorirresolvableconflict"})
 THROTTLE_CODES = frozenset({"toomanyrequests", "applicationthrottled", "activitylimitreached"})
+
+# Our binding id's property, in the named-property id format ("{type} {guid} Name {name}", the
+# overview's preferred one for custom properties). The GUID is our own fixed namespace; Graph
+# matches the Name case-sensitively and the value case-insensitively.
+BINDING_PROPERTY_NAMESPACE = "a917c92e-112c-43d3-a07a-85042e509a1c"
+BINDING_PROPERTY_NAME = "integrationWorkerBinding"
+BINDING_PROPERTY_ID = f"String {{{BINDING_PROPERTY_NAMESPACE}}} Name {BINDING_PROPERTY_NAME}"
 
 # A fixed namespace, so a transactionId depends on the idempotency key alone.
 _TRANSACTION_NAMESPACE = uuid.UUID("6f1c1f9e-3b8e-5a51-9d1e-6c8f0f7d2a41")
@@ -155,8 +166,60 @@ def _location(body: Mapping[str, Any]) -> str | None:
     return opt_str(obj(location, "event.location"), "displayName", "event.location") or None
 
 
-def parse_event_item(item: object, calendar_id: str) -> Event | EventRemoval | None:
-    """One delta item (or an events body) as an upsert, a removal, or None (series master)."""
+def _is_binding_property(property_id: str) -> bool:
+    """Whether an extended property id names our binding property (type and GUID in any case)."""
+    parts = property_id.split(" ")
+    return (
+        len(parts) == 4
+        and parts[0].lower() == "string"
+        and parts[1].strip("{}").lower() == BINDING_PROPERTY_NAMESPACE
+        and parts[2].lower() == "name"
+        and parts[3] == BINDING_PROPERTY_NAME
+    )
+
+
+def parse_binding(body: Mapping[str, Any]) -> str | None:
+    """Our binding id from an ``$expand``ed ``singleValueExtendedProperties``, if present."""
+    entries = body.get("singleValueExtendedProperties")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise MalformedPayload("event.singleValueExtendedProperties is not a list")
+    for entry in entries:
+        what = "event.singleValueExtendedProperties"
+        prop = obj(entry, what)
+        if _is_binding_property(read_str(prop, "id", what)):
+            return opt_str(prop, "value", what)
+    return None
+
+
+def same_binding(found: str | None, wanted: str) -> bool:
+    """Whether a returned binding value is ``wanted`` (Graph compares values case-insensitively)."""
+    return found is not None and found.casefold() == wanted.casefold()
+
+
+def _literal(text: str) -> str:
+    """An OData string literal (a quote inside is doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+# $expand that returns our property (the only documented way to read one back).
+BINDING_EXPAND = f"singleValueExtendedProperties($filter=id eq {_literal(BINDING_PROPERTY_ID)})"
+
+
+def binding_filter(binding_id: str) -> str:
+    """The documented ``$filter`` for events whose binding property equals ``binding_id``."""
+    return (
+        f"singleValueExtendedProperties/Any(ep: ep/id eq {_literal(BINDING_PROPERTY_ID)}"
+        f" and ep/value eq {_literal(binding_id)})"
+    )
+
+
+def parse_event_item(
+    item: object, calendar_id: str, *, include_masters: bool = False
+) -> Event | EventRemoval | None:
+    """One delta item (or an events body) as an upsert, a removal, or None (a series master,
+    unless ``include_masters``: then the master is an Event of its first occurrence's times)."""
     body = obj(item, "event")
     event_id = read_str(body, "id", "event")
     if "@removed" in body:
@@ -168,7 +231,7 @@ def parse_event_item(item: object, calendar_id: str) -> Event | EventRemoval | N
             recurring_event_id=opt_str(body, "seriesMasterId", "event"),
         )
     kind = opt_str(body, "type", "event")
-    if kind == "seriesMaster":
+    if kind == "seriesMaster" and not include_masters:
         return None
     status = EventStatus.CANCELLED if opt_bool(body, "isCancelled", "event") else None
     attendees = body.get("attendees")
@@ -196,6 +259,7 @@ def parse_event_item(item: object, calendar_id: str) -> Event | EventRemoval | N
         updated_at=(
             None if modified is None else parse_instant(modified, "event.lastModifiedDateTime")
         ),
+        binding_id=parse_binding(body),
         raw=body,
     )
 
@@ -264,6 +328,11 @@ def draft_body(
         body["body"] = {"contentType": "text", "content": draft.description or ""}
     if draft.location is not None or clear_absent:
         body["location"] = {"displayName": draft.location or ""}
+    if draft.binding_id is not None:
+        # A PATCH sets the listed properties only; other extended properties stay.
+        body["singleValueExtendedProperties"] = [
+            {"id": BINDING_PROPERTY_ID, "value": draft.binding_id}
+        ]
     if transaction_id is not None:
         body["transactionId"] = transaction_id
     return body

@@ -281,6 +281,8 @@ def _matches(row: _Row, query: ListQuery, cancelled: bool) -> bool:
     if query.event_types and src.get("eventType", "default") not in query.event_types:
         return False
     props = src.get("extendedProperties") or {}
+    # Repeated constraints must all match, as the events.list reference says (the
+    # extended-properties guide says OR instead; the reference is the contract here).
     for scope, wanted in (("private", query.private_props), ("shared", query.shared_props)):
         for pair in wanted:
             name, _, value = pair.partition("=")

@@ -20,7 +20,7 @@ from typing import Any
 
 from providers.emulation.clock import Clock
 
-from . import recurrence
+from . import properties, recurrence
 from .errors import ApiError, auth_error, deleted, not_found
 from .times import EventTime, format_event_time, format_utc, parse_event_time
 
@@ -365,7 +365,9 @@ class Store:
     def _normalise(
         self, cal: CalendarRecord, body: dict[str, Any], old: dict[str, Any] | None
     ) -> None:
-        """Validate start/end/recurrence and rewrite times the way Google returns them."""
+        """Validate start/end/recurrence and rewrite times the way Google returns them; apply
+        the extended-property limits."""
+        properties.normalise(body)
         for name in ("start", "end"):
             if name not in body:
                 raise ApiError(400, "required", f"Missing {name} time.")

@@ -1,5 +1,7 @@
 """Microsoft Graph routes (v1.0 and beta): me, calendars, calendarView delta, events and
 subscriptions; plus the middlewares for request ids, errors, faults and Bearer authentication.
+Event reads return single-value extended properties only when ``$expand``ed (see ``extended``);
+create and update answers never include them, as documented.
 
 Invariants: every Graph error leaves as the Graph envelope and every identity error in the
 Entra shape; every ``/v1.0/`` and ``/beta/`` request is authenticated before a handler runs;
@@ -22,11 +24,13 @@ from aiohttp import web
 from providers.emulation.faults import Fired
 from providers.emulation.tokens import TokenError, decode_token, encode_token
 
+from . import extended
 from .backend import BACKEND, Backend
 from .delta import SYNC_STATE_NOT_FOUND, Chain, Generation, with_zone
 from .errors import GraphError, OAuthError, bad_request, invalid_token, sync_state_not_found
 from .faults import graph_error, oauth_error
 from .identity import AccessToken, User
+from .listing import list_page, parse_list_query
 from .oauth import oauth_response
 from .store import EventRecord, Instance
 from .times import ZoneError, format_timestamp, parse_timestamp, zone
@@ -116,6 +120,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(p + "users/{user}/calendars/{calendar}/calendarView/delta", delta)
         app.router.add_post(p + "me/events", create_event)
         app.router.add_post(p + "me/calendars/{calendar}/events", create_event)
+        app.router.add_get(p + "me/events", list_events)
+        app.router.add_get(p + "me/calendars/{calendar}/events", list_events)
         app.router.add_get(p + "me/events/{event}", get_event)
         app.router.add_patch(p + "me/events/{event}", patch_event)
         app.router.add_delete(p + "me/events/{event}", delete_event)
@@ -321,10 +327,36 @@ async def create_event(request: web.Request) -> web.Response:
     return web.json_response(_event_json(request, backend, user, record), status=201)
 
 
+async def list_events(request: web.Request) -> web.Response:
+    backend, user = _ctx(request)
+    store = backend.store
+    calendar_id = request.match_info.get("calendar")
+    cal = (
+        store.default_calendar(user.id)
+        if calendar_id is None
+        else store.calendar(user.id, calendar_id)
+    )
+    query = parse_list_query(request.query)
+    _, tz_name = _prefer(request)
+    body = list_page(
+        store,
+        store.events_of(user.id, cal.id),
+        query,
+        lambda record: with_zone(store.render(record), tz_name),
+        f"{backend.origin}{request.path}",
+    )
+    context = f"{_base(request)}$metadata#users('{user.id}')/events"
+    return web.json_response({"@odata.context": context, **body})
+
+
 async def get_event(request: web.Request) -> web.Response:
     backend, user = _ctx(request)
     item = backend.store.get(user.id, request.match_info["event"])
-    return web.json_response(_event_json(request, backend, user, item))
+    expand = request.query.get("$expand")
+    wanted = None if expand is None else extended.parse_expand(expand)
+    resource = _event_json(request, backend, user, item)
+    stored = backend.store.extended_properties(item)
+    return web.json_response(extended.with_expansion(resource, stored, wanted))
 
 
 async def patch_event(request: web.Request) -> web.Response:

@@ -6,7 +6,8 @@ Invariants: every change stamps the touched records with a new store-wide ``seq`
 event_id, change_type, etag)``; deleted events are kept as tombstones, never reused; an
 occurrence's id is a pure function of its master id and original start, and the exception made
 from it keeps that id; an occurrence's ``iCalUId`` differs from its master's and its siblings'
-(the date is embedded, as Exchange does).
+(the date is embedded, as Exchange does); single-value extended properties are stored as
+written, a PATCH merges them by id, and ``render`` never shows them (see ``extended``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from providers.emulation.clock import Clock
 from providers.emulation.tokens import TokenError, b64url, b64url_decode
 
-from . import recurrence
+from . import extended, recurrence
 from .errors import GraphError, bad_request, etag_mismatch, not_found
 from .times import (
     ZoneError,
@@ -38,7 +39,7 @@ _WRITABLE = frozenset(
         "recurrence", "categories", "importance", "sensitivity", "showAs", "isReminderOn",
         "reminderMinutesBeforeStart", "responseRequested", "allowNewTimeProposals",
         "isOnlineMeeting", "onlineMeetingProvider", "hideAttendees", "originalStartTimeZone",
-        "originalEndTimeZone", "transactionId",
+        "originalEndTimeZone", "transactionId", "singleValueExtendedProperties",
     }
 )  # fmt: skip
 # Server-owned properties a client may echo back; they are ignored rather than refused.
@@ -181,6 +182,8 @@ class Store:
     def create_event(self, cal: CalendarRecord, body: Any) -> tuple[EventRecord, bool]:
         """Create (or, for a known transactionId, return the earlier event); True if created."""
         fields = _writable(body)
+        if extended.FIELD in fields:
+            fields[extended.FIELD] = extended.validate(fields[extended.FIELD])
         txn = fields.get("transactionId")
         if isinstance(txn, str) and (cal.owner, txn) in self.transactions:
             earlier = self.events[self.transactions[(cal.owner, txn)]]
@@ -238,6 +241,9 @@ class Store:
                 raise bad_request(
                     "Recurrence can't be set on an occurrence.", "ErrorInvalidRequest"
                 )
+        if extended.FIELD in fields:
+            written = extended.validate(fields[extended.FIELD])
+            fields[extended.FIELD] = extended.merge(record.body.get(extended.FIELD, []), written)
         merged = {**record.body, **fields}
         if record.kind != "exception":
             merged = {k: v for k, v in merged.items() if v is not None or k != "recurrence"}
@@ -291,6 +297,27 @@ class Store:
                 if inst.start < window[1] and (inst.end > window[0] or inst.start >= window[0]):
                     out[inst.id] = inst
         return out
+
+    def events_of(self, user_id: str, calendar_id: str) -> list[EventRecord]:
+        """The events collection of a calendar: live singles and series masters, oldest first."""
+        return [
+            r
+            for r in self.events.values()
+            if r.owner == user_id
+            and r.calendar_id == calendar_id
+            and not r.deleted
+            and r.kind != "exception"
+        ]
+
+    def extended_properties(self, item: EventRecord | Instance) -> list[dict[str, str]]:
+        """The stored single-value extended properties of an event or occurrence (an
+        occurrence that is not an exception shows its master's)."""
+        if isinstance(item, EventRecord):
+            record: EventRecord | None = item
+        else:
+            master_id = item.resource.get("seriesMasterId") or ""
+            record = self.events.get(item.id) or self.events.get(master_id)
+        return list(record.body.get(extended.FIELD, [])) if record is not None else []
 
     def changed_since(self, user_id: str, calendar_id: str, seq: int) -> Iterator[str]:
         """Ids of events (and occurrences of changed masters' exceptions) touched after seq."""
