@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from store.db import PgPool
 from store.fencing import take_shards
@@ -88,6 +89,8 @@ class ShardKeeper:
     _look_due: float = 0.0  # when the leases are read again to follow the assignment
     _settled_at: float | None = None
     _pending: asyncio.Task[object] | None = None  # an abandoned Redis call still running
+    _stops: TaskGroup | None = None  # stops under way beside the loop (set while ``run`` runs)
+    _stopping: set[int] = field(default_factory=set)  # shards whose actors are being stopped
 
     def __post_init__(self) -> None:
         for shard in range(self.shard_count):
@@ -110,10 +113,13 @@ class ShardKeeper:
     async def run(self) -> None:
         """Keep the share until cancelled; call ``shutdown`` afterwards for a clean release."""
         try:
-            while True:
-                await self.tick()
-                await asyncio.sleep(self._nap_s())
+            async with anyio.create_task_group() as group:
+                self._stops = group
+                while True:
+                    await self.tick()
+                    await asyncio.sleep(self._nap_s())
         finally:
+            self._stops = None
             if self._pending is not None:
                 self._pending.cancel()
 
@@ -147,6 +153,13 @@ class ShardKeeper:
     async def shutdown(self) -> None:
         """Stop every held shard, release its lease and leave the membership."""
         self._claim_at.clear()
+        # Shards whose stop was under way when ``run`` ended are stopped here, to the end.
+        self._stopping.clear()
+        for shard, lease in self.leases.items():
+            if lease.state is LeaseState.LOST:
+                await self.owner.stop_shard(shard)
+                self.epochs.pop(shard, None)
+                lease.stopped()
         await self._release([s for s, lease in self.leases.items() if lease.holding])
         try:
             await self._bounded(self.store.leave())
@@ -204,22 +217,45 @@ class ShardKeeper:
         for shard, lease in self.leases.items():
             if lease.expire_if_overdue(now):
                 log.warning("lease overdue; stopping the shard", shard=shard)
-        lost = [s for s, lease in self.leases.items() if lease.state is LeaseState.LOST]
-        if not lost:
-            return
-        await self._stop_shards(lost)
-        for shard in lost:
+        lost = [
+            s
+            for s, lease in self.leases.items()
+            if lease.state is LeaseState.LOST and s not in self._stopping
+        ]
+        if lost:
+            await self._stop_then(lost, self._lost_stopped)
+
+    async def _lost_stopped(self, shards: list[int]) -> None:
+        for shard in shards:
             self.statistics.losses += 1
             self.epochs.pop(shard, None)
             self.leases[shard].stopped()
         self._look_due = 0.0  # the assignment may want them back, or give them elsewhere
 
-    async def _stop_shards(self, shards: list[int]) -> None:
-        """Stop the actors of ``shards`` together: one after another, each shard's bounded stop
-        would add up and hold the keeper (and every other lease's renewal) far longer."""
-        async with anyio.create_task_group() as group:
-            for shard in shards:
-                group.start_soon(self.owner.stop_shard, shard, name=f"stop_shard[{shard}]")
+    async def _stop_then(
+        self, shards: list[int], then: Callable[[list[int]], Awaitable[None]]
+    ) -> None:
+        """Stop the shards' actors, then call ``then``: beside the loop while it runs, so that
+        renewals of every other lease go on meanwhile (a stop may take a quarter of the TTL)."""
+        self._stopping.update(shards)
+        if self._stops is None:
+            await self._stop_and(shards, then)
+        else:
+            self._stops.start_soon(
+                self._stop_and, shards, then, name=f"shards[{self.replica_id}].stop"
+            )
+
+    async def _stop_and(
+        self, shards: list[int], then: Callable[[list[int]], Awaitable[None]]
+    ) -> None:
+        try:
+            # Together: one after another, each shard's bounded stop would add up.
+            async with anyio.create_task_group() as group:
+                for shard in shards:
+                    group.start_soon(self.owner.stop_shard, shard, name=f"stop_shard[{shard}]")
+        finally:
+            self._stopping.difference_update(shards)
+        await then(shards)
 
     async def _follow_assignment(self, now: float) -> None:
         if now < self._look_due and not self._claim_at:
@@ -294,23 +330,31 @@ class ShardKeeper:
             await self.owner.start_shard(shard, self.epochs[shard])
 
     async def _release(self, shards: list[int], *, started: bool = True) -> None:
-        """Stop the shards' actors (together), then delete each lease still ours."""
+        """Stop the shards' actors (renewing meanwhile), then delete each lease still ours."""
+        shards = [s for s in shards if self.leases[s].release_requested()]
         if not shards:
             return
-        for shard in shards:
-            self.leases[shard].release_requested()
         if started:
-            await self._stop_shards(shards)
+            await self._stop_then(shards, self._delete_leases)
+        else:
+            await self._delete_leases(shards)
+
+    async def _delete_leases(self, shards: list[int]) -> None:
         for shard in shards:
             lease = self.leases[shard]
             self.epochs.pop(shard, None)
+            if lease.state is LeaseState.LOST:  # overdue or taken while stopping: nothing to delete
+                lease.stopped()
+                continue
             try:
                 await self._bounded(self.store.release(shard))
             except LeaseStoreUnavailable:
                 log.warning("could not release a lease; it will expire", shard=shard)
-            lease.released()
-            self.statistics.releases += 1
-            log.info("shard released", shard=shard)
+            if lease.released():
+                self.statistics.releases += 1
+                log.info("shard released", shard=shard)
+            else:  # lost while the release was in flight
+                lease.stopped()
 
     async def _bounded(self, call: Coroutine[object, object, T]) -> T:
         """Run a Redis call, giving up on it (as unreachable) at the earliest stop point of a
@@ -324,7 +368,11 @@ class ShardKeeper:
             call.close()
             raise LeaseStoreUnavailable("an earlier Redis call has not answered yet")
         now = self.clock()
-        stops = [at for lease in self.leases.values() if (at := lease.stop_at()) is not None]
+        # A stop point already past changes nothing here: that lease is overdue and the tick
+        # stops its shard next; a call given no time at all would only block the calls after it.
+        stops = [
+            at for lease in self.leases.values() if (at := lease.stop_at()) is not None and at > now
+        ]
         limit = min([now + self.policy.renew_after_s, *stops])
         task = asyncio.ensure_future(call)
         task.set_name(f"shards[{self.replica_id}].redis")

@@ -128,6 +128,44 @@ async def test_a_dead_replicas_shards_move_after_its_leases_lapse(
     assert all(a.owner.running[s] > old_epochs[s] for s in orphans)  # fenced out
 
 
+class SlowStops(Recorder):
+    """A ShardOwner whose stops wait until the test lets them finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.let_stop = asyncio.Event()
+
+    async def stop_shard(self, shard: int) -> None:
+        await self.let_stop.wait()
+        await super().stop_shard(shard)
+
+
+async def test_a_slow_stop_does_not_hold_the_other_leases_renewals(
+    redis: Redis, pool: PgPool, replicas: list[Replica]
+) -> None:
+    a, b = Replica("a", redis, pool), Replica("b", redis, pool)
+    a.owner = a.keeper.owner = SlowStops()
+    replicas += [a, b]
+    a.start()
+    await until(lambda: len(a.owner.running) == SHARDS, "a to take every shard")
+    b.start()
+
+    def releasing() -> list[int]:
+        return [s for s, lease in a.keeper.leases.items() if lease.state.value == "releasing"]
+
+    await until(lambda: len(releasing()) == SHARDS // 2, "a to start handing b its share")
+    kept = set(a.keeper.owned())
+    # Longer than a whole TTL: renewals of the kept leases (and of the releasing ones) must go
+    # on meanwhile, else they would be overdue and lost.
+    await asyncio.sleep(POLICY.ttl_s * 1.5)
+    assert a.keeper.statistics.losses == 0
+    assert set(a.keeper.owned()) == kept
+    assert len(releasing()) == SHARDS // 2
+    a.owner.let_stop.set()
+    await until(lambda: split_evenly(a, b), "an even split")
+    assert a.keeper.statistics.losses == 0
+
+
 class Proxy:
     """A TCP proxy to the Redis unix socket that the test can cut and restore."""
 
