@@ -13,7 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from typing import Any, cast
 from uuid import UUID
@@ -112,6 +112,27 @@ async def get_binding(conn: Queryable, account_id: UUID, source: SourceKey) -> B
         source.event_type,
     )
     return None if record is None else _binding(record)
+
+
+async def bindings_of(
+    conn: Queryable, account_id: UUID, sources: Collection[SourceKey]
+) -> dict[SourceKey, Binding]:
+    """The bindings of ``sources`` in the account (one statement), by source; absent: none."""
+    if not sources:
+        return {}
+    keys = list(sources)
+    records = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM event_bindings WHERE account_id = $1"
+        " AND (workspace_id, source_type, source_id, event_type) IN (SELECT * FROM"
+        " unnest($2::text[], $3::text[], $4::text[], $5::text[]))",
+        account_id,
+        [key.workspace_id for key in keys],
+        [key.source_type for key in keys],
+        [key.source_id for key in keys],
+        [key.event_type for key in keys],
+    )
+    found = (_binding(record) for record in records)
+    return {binding.source: binding for binding in found}
 
 
 async def bindings_for(

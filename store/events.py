@@ -6,6 +6,11 @@ Invariants:
   the last committed page, and re-applying a page changes nothing and records nothing.
 - A change is recorded only for a real difference: ``created`` for a new row, ``updated`` when a
   stored field (etag and raw included) differs, ``deleted`` for a row that existed.
+- An inbound upsert whose etag equals the one an outbox write of that event recorded in
+  ``event_bindings`` is our own echo: the row is stored, but no change is recorded (the write
+  recorded its own, origin ``outbox``). Inbound removals never touch ``event_bindings``.
+- ``mirror_write`` / ``mirror_removal`` store the answer of one outbox write exactly as a sync
+  page would (window rule included), with changes of origin ``outbox``.
 - Mark-and-sweep, never wipe-and-reload: each page writes ``seen_round = round``; the last page
   of a full round deletes the calendar's events that the round did not see. Unchanged events
   survive without a change, so consumers see only what really went away.
@@ -21,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 from uuid import UUID
@@ -31,7 +37,14 @@ import orjson
 
 from providers.models import Event, EventRemoval, SyncPage, SyncWindow
 from store.calendars import CalendarState, get_calendar_state
-from store.change_feed import CHANGE_COLUMNS, ChangeKind, ChangeRow, change_of, record_changes
+from store.change_feed import (
+    CHANGE_COLUMNS,
+    ChangeKind,
+    ChangeRow,
+    Origin,
+    change_of,
+    record_changes,
+)
 from store.db import Queryable
 
 # The stored fields an upsert compares and writes, with their SQL types (unnest arrays).
@@ -56,9 +69,22 @@ _FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _upsert_sql() -> str:
+# $N of the calendar's aliases in ``event_bindings`` (its id, and "primary" for the primary one).
+_ALIASES = len(_FIELDS) + 5
+# An inbound row is our echo when a binding of its event recorded exactly its etag.
+_ECHO = (
+    "EXISTS (SELECT 1 FROM event_bindings b WHERE b.account_id = $1"
+    f" AND b.calendar_id = ANY(${_ALIASES}::text[]) AND b.provider_event_id = d.id"
+    " AND b.etag = d.etag)"
+)
+
+
+def _upsert_sql(origin: Origin) -> str:
+    """The set-based upsert of one calendar's events; changes of ``origin`` (``provider``
+    leaves out our echoes, ``outbox`` is our write itself)."""
     names = [name for name, _ in _FIELDS]
     arrays = ", ".join(f"${i}::{sql_type}[]" for i, (_, sql_type) in enumerate(_FIELDS, start=5))
+    logged_where = "d.differs" if origin == "outbox" else f"d.differs AND NOT {_ECHO}"
 
     def row(alias: str) -> str:
         return "(" + ", ".join(f"{alias}.{n}" for n in names) + ")"
@@ -85,13 +111,14 @@ def _upsert_sql() -> str:
         # The changes in the same statement: one round trip, and the rows need not travel back.
         f" logged AS (INSERT INTO changes (account_id, calendar_id, event_id, kind, origin, etag)"
         f" SELECT $1, $2, d.id, CASE WHEN d.is_new THEN 'created' ELSE 'updated' END,"
-        f" 'provider', d.etag FROM diff d WHERE d.differs ORDER BY d.ord"
+        f" '{origin}', d.etag FROM diff d WHERE {logged_where} ORDER BY d.ord"
         f" RETURNING {CHANGE_COLUMNS})"
         f" SELECT * FROM logged ORDER BY id"
     )
 
 
-_UPSERT_SQL = _upsert_sql()
+_UPSERT_SQL = _upsert_sql("provider")
+_MIRROR_SQL = _upsert_sql("outbox")
 
 
 class RoundMismatch(ValueError):
@@ -155,18 +182,29 @@ async def _upsert(
     upserts: Sequence[Event],
     *,
     full_round: bool,
+    aliases: Sequence[str],
 ) -> list[ChangeRow]:
-    """Store the upserts and record their changes (origin ``provider``), in page order."""
+    """Store the upserts and record their changes (origin ``provider``, echoes left out), in
+    page order; ``aliases`` are the calendar's ids in ``event_bindings``."""
     # The last copy of a repeated id wins: ON CONFLICT may touch a row only once per statement.
     latest = {e.id: e for e in upserts}
     events = list(latest.values())
-    if full_round and not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE account_id = $1 AND calendar_id = $2"
-        " AND id = ANY($3::text[]))",
-        account_id,
-        calendar_id,
-        list(latest),
-    ):
+    probe = None
+    if full_round:
+        # One round trip for both questions: is any row stored, and which are our echoes.
+        probe = await conn.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE account_id = $1 AND calendar_id = $2"
+            " AND id = ANY($3::text[])) AS stored, ARRAY(SELECT b.provider_event_id"
+            " FROM event_bindings b JOIN unnest($3::text[], $4::text[]) AS t(id, etag)"
+            " ON b.provider_event_id = t.id AND b.etag = t.etag"
+            " WHERE b.account_id = $1 AND b.calendar_id = ANY($5::text[])) AS echoes",
+            account_id,
+            calendar_id,
+            [e.id for e in events],
+            [e.etag for e in events],
+            list(aliases),
+        )
+    if probe is not None and not probe["stored"]:
         # Every row is new (an initial sync): nothing to compare, so load them with COPY. The
         # calendar row is locked, so no other writer can add one of these ids meanwhile.
         await conn.copy_records_to_table(
@@ -174,12 +212,19 @@ async def _upsert(
             records=_records(account_id, calendar_id, round_, events),
             columns=_COPY_COLUMNS,
         )
+        echoes = set(probe["echoes"])
         created: list[tuple[str, ChangeKind, str | None]] = [
-            (e.id, "created", e.etag) for e in events
+            (e.id, "created", e.etag) for e in events if e.id not in echoes
         ]
         return await record_changes(conn, account_id, calendar_id, created, origin="provider")
     rows = await conn.fetch(
-        _UPSERT_SQL, account_id, calendar_id, round_, [e.id for e in events], *_columns(events)
+        _UPSERT_SQL,
+        account_id,
+        calendar_id,
+        round_,
+        [e.id for e in events],
+        *_columns(events),
+        list(aliases),
     )
     return [change_of(r) for r in rows]
 
@@ -280,7 +325,13 @@ async def apply_sync_page(
     recorded: list[ChangeRow] = []
     if upserts:
         recorded = await _upsert(
-            conn, account_id, calendar_id, state.round, upserts, full_round=state.full_round
+            conn,
+            account_id,
+            calendar_id,
+            state.round,
+            upserts,
+            full_round=state.full_round,
+            aliases=binding_aliases(state),
         )
     changes: list[tuple[str, ChangeKind, str | None]] = []
     if removals:
@@ -305,6 +356,70 @@ async def apply_sync_page(
     return recorded + await record_changes(
         conn, account_id, calendar_id, changes, origin="provider"
     )
+
+
+PRIMARY_ALIAS = "primary"  # what outbox items and bindings call an account's primary calendar
+
+
+def binding_aliases(state: CalendarState) -> list[str]:
+    """The ids bindings may use for a stored calendar: its own, and "primary" if it is that."""
+    if state.is_primary and state.id != PRIMARY_ALIAS:
+        return [state.id, PRIMARY_ALIAS]
+    return [state.id]
+
+
+async def _stored_calendar(
+    conn: Queryable, account_id: UUID, calendar_id: str
+) -> CalendarState | None:
+    """The stored calendar a write to ``calendar_id`` lands in (locked), or None if not synced."""
+    state = await get_calendar_state(conn, account_id, calendar_id, for_update=True)
+    if state is None and calendar_id == PRIMARY_ALIAS:
+        # Google stores its primary calendar under the user's address, not the alias.
+        primary = await conn.fetchval(
+            "SELECT id FROM calendars WHERE account_id = $1 AND is_primary"
+            " AND removed_at IS NULL ORDER BY id LIMIT 1",
+            account_id,
+        )
+        if primary is not None:
+            state = await get_calendar_state(conn, account_id, primary, for_update=True)
+    return state
+
+
+async def mirror_write(conn: Queryable, account_id: UUID, event: Event) -> list[ChangeRow]:
+    """Store an event as an outbox write returned it, as a sync page would (origin ``outbox``).
+
+    Call it in the write's fenced transaction. A calendar not stored yet is left alone: its
+    first full sync stores the event, and skips the change as our echo.
+    """
+    state = await _stored_calendar(conn, account_id, event.calendar_id)
+    if state is None:
+        return []
+    event = replace(event, calendar_id=state.id)
+    inside, outside = _split_by_window([event], state)
+    if outside:
+        return await _mirror_delete(conn, account_id, state.id, event.id)
+    rows = await conn.fetch(
+        _MIRROR_SQL, account_id, state.id, state.round, [event.id], *_columns(inside)
+    )
+    return [change_of(r) for r in rows]
+
+
+async def mirror_removal(
+    conn: Queryable, account_id: UUID, calendar_id: str, event_id: str
+) -> list[ChangeRow]:
+    """Drop the stored copy of an event an outbox write deleted (origin ``outbox``)."""
+    state = await _stored_calendar(conn, account_id, calendar_id)
+    if state is None:
+        return []
+    return await _mirror_delete(conn, account_id, state.id, event_id)
+
+
+async def _mirror_delete(
+    conn: Queryable, account_id: UUID, calendar_id: str, event_id: str
+) -> list[ChangeRow]:
+    removal = EventRemoval(id=event_id, calendar_id=calendar_id)
+    changes = await _remove(conn, account_id, calendar_id, [removal])
+    return await record_changes(conn, account_id, calendar_id, changes, origin="outbox")
 
 
 def _utc(instant: datetime) -> str:

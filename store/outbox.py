@@ -21,7 +21,14 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from outbox.model import EventContent, ItemState, Operation, OutboxItem, SourceKey
+from outbox.model import (
+    ConflictPolicy,
+    EventContent,
+    ItemState,
+    Operation,
+    OutboxItem,
+    SourceKey,
+)
 from providers.models import EventTiming
 from store.db import Queryable
 
@@ -254,6 +261,14 @@ async def dead_letter(conn: Queryable, item_id: int, *, attempts: int, error: st
         _error(error),
     )
     return status != "UPDATE 0"
+
+
+async def conflict_policy(conn: Queryable, account_id: UUID) -> ConflictPolicy:
+    """What the account's upserts do when the user edited their event (``accounts`` column)."""
+    value = await conn.fetchval("SELECT conflict_policy FROM accounts WHERE id = $1", account_id)
+    if value is None:
+        raise LookupError(f"account {account_id} does not exist")
+    return ConflictPolicy(value)
 
 
 async def status(conn: Queryable, account_id: UUID | None = None) -> OutboxStatus:

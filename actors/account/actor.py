@@ -14,7 +14,10 @@ Invariants:
   and transient errors re-arm the poll deadline; anything else raises to the supervisor;
 - push channels (``actors.account.push``) open after a calendar's first completed sync and are
   renewed by a ``push:<calendar_id>`` deadline at half their life; a failed push step re-arms
-  that deadline and never fails a sync; stopping or parking leaves channels in place.
+  that deadline and never fails a sync; stopping or parking leaves channels in place;
+- outbound writes (``actors.account.outbound``) drain on an ``("outbox", None)`` post, on the
+  ``outbox`` deadline armed for the next due item, and after each polled sync (the first one
+  included); they share a sync's guards, and a parked actor does not drain.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import structlog
 
 from actors.account.calls import AccountCalls
 from actors.account.context import AccountContext
+from actors.account.outbound import OutboundWriter
 from actors.account.policy import (
     notified_soon_after_sync,
     poll_delay_s,
@@ -81,10 +85,10 @@ from supervisor.inbox import InboxEntry
 T = TypeVar("T")
 log = structlog.get_logger("actors.account")
 
-POLL, REBASE, KEEPALIVE = "poll", "rebase", "token-keepalive"
+POLL, REBASE, KEEPALIVE, OUTBOX = "poll", "rebase", "token-keepalive", "outbox"
 SETTLE_PREFIX = "settle:"  # + calendar id: the follow-up sync of a hot calendar
 _NOTHING = "\x00nothing"  # ``covers`` of a step that syncs no calendar's notifications
-_DEADLINES = (POLL, REBASE, KEEPALIVE)
+_DEADLINES = (POLL, REBASE, KEEPALIVE, OUTBOX)
 
 
 def syncable(state: CalendarState) -> bool:
@@ -108,8 +112,8 @@ class Parked(Exception):
 
 
 class AccountActor(Actor[object]):
-    """One connected account; posts: ``changed``/``resync``/``sync-now``/``resume``, and for push
-    channels ``removed`` (recreate) / ``reauthorize`` (renew)."""
+    """One connected account; posts: ``changed``/``resync``/``sync-now``/``resume``, ``outbox``
+    (write due outbox items), and for push channels ``removed`` (recreate) / ``reauthorize``."""
 
     __slots__ = (
         "account",
@@ -119,6 +123,7 @@ class AccountActor(Actor[object]):
         "epoch",
         "failures",
         "listed",
+        "outbound",
         "parked",
         "push_due",
         "push_failures",
@@ -131,6 +136,7 @@ class AccountActor(Actor[object]):
         self.ctx = ctx
         self.account: Account | None = None
         self.calls: AccountCalls | None = None  # built once the credentials are loaded
+        self.outbound: OutboundWriter | None = None  # with ``calls``
         self.epoch: int | None = None
         self.failures = 0  # consecutive throttled/transient failures
         self.parked = False
@@ -159,6 +165,9 @@ class AccountActor(Actor[object]):
             if await self._load():
                 self.listed = False
                 self._arm(POLL, 0.0)
+            return
+        if kind == "outbox":
+            await self._drain_outbox()
             return
         if kind in ("removed", "reauthorize") and isinstance(calendar_id, str) and not self.parked:
             refs = refs_of(items)
@@ -200,8 +209,11 @@ class AccountActor(Actor[object]):
             await self._guarded(self._keepalive(), covers=_NOTHING)
         elif name == REBASE:
             await self._guarded(self._rebase(), covers=_NOTHING)
+        elif name == OUTBOX:
+            await self._drain_outbox()
         else:
             await self._guarded(self._sync_all(reconcile=not self.listed), covers=None)
+            await self._drain_outbox()  # also the safety net for a missed outbox notification
 
     # -- sequencing -------------------------------------------------------------------------------
 
@@ -233,6 +245,13 @@ class AccountActor(Actor[object]):
         if creds is None:
             raise LookupError(f"account {self.id} has no credentials")
         self.calls = AccountCalls(ctx, account, self.epoch, creds)
+        self.outbound = OutboundWriter(
+            self.calls,
+            max_attempts=ctx.outbox_max_attempts,
+            batch=ctx.outbox_batch,
+            retry_initial_s=ctx.outbox_retry_initial_s,
+            retry_max_s=ctx.outbox_retry_max_s,
+        )
         if account.provider == "microsoft":
             self._arm(KEEPALIVE, ctx.token_keepalive.total_seconds())
         rows = (
@@ -316,6 +335,29 @@ class AccountActor(Actor[object]):
                     # announced to nobody: one more incremental round picks them up.
                     with contextlib.suppress(ActorUnavailable):  # stopping: the next owner syncs
                         self.post_self_nowait(("changed", calendar_id))
+
+    async def _drain_outbox(self) -> None:
+        """Write due outbox items, guarded as a sync is (revoked parks, stale epoch stops), and
+        arm the ``outbox`` deadline for the next one; a parked actor writes nothing."""
+        if self.parked or self.outbound is None:
+            return
+        try:
+            slots = self.ctx.sync_slots
+            if slots is None:
+                next_at = await self.outbound.drain()
+            else:
+                async with slots:
+                    next_at = await self.outbound.drain()
+        except AuthRevoked as error:
+            await self._revoked(error)  # items stay pending until the account resumes
+            return
+        except StaleEpoch:
+            self._fenced_out()
+            return
+        if next_at is None:
+            self.cancel_deadline(OUTBOX)
+        else:
+            self._arm(OUTBOX, seconds_until(next_at, self.ctx.clock()))
 
     async def _sync_all(self, *, reconcile: bool) -> None:
         """Incremental (or resumed, or first full) sync of every followed calendar."""

@@ -96,6 +96,12 @@ class AccountContext:
     # a bound, hundreds of actors starting together would each start a sync, and the loop
     # would slow every one of them (and the lease keeper) down. None: unbounded (tests, tools).
     sync_slots: asyncio.Semaphore | None = None
+    # Outbound writes (``actors.account.outbound``): items read per drain, attempts before an
+    # item is dead-lettered, and the bounds of its backoff.
+    outbox_batch: int = 100
+    outbox_max_attempts: int = 10
+    outbox_retry_initial_s: float = 1.0
+    outbox_retry_max_s: float = 3600.0
     # Filled by the replica just before starting a batch; each actor takes its own entry once
     # (a restart reads storage again).
     preloaded: dict[str, Preloaded] = field(default_factory=dict)

@@ -1,0 +1,183 @@
+"""The account's outbound writer: drains its due outbox items into provider writes.
+
+The account actor is the only writer of its account, so a drain never races an inbound sync.
+
+Invariants:
+- one drain reads at most ``batch`` due items in id order, plans them (``outbox.plan``), marks
+  the stale ones skipped and the settled ones done at once, then runs each unit's calls in plan
+  order (``actors.account.outbound_steps``); an item is done only once the provider matches it;
+- a failed unit follows ``outbox.retry``: its items back off alone (``schedule_retry``), or are
+  dead-lettered with the error, or the whole account is held (throttling: no call until the
+  hold ends, also across posts; auth: the error propagates and the actor parks, items pending);
+- stored errors go through the log redactor, so no secret reaches ``last_error``;
+- ``drain`` answers when it should run next (the earliest pending item, or the hold's end), so
+  the actor arms one deadline instead of polling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from actors.account.calls import AccountCalls
+from actors.account.outbound_steps import UnitSteps
+from config.redact import redact_text
+from outbox.model import Binding, Operation, OutboxItem, SourceKey
+from outbox.plan import Plan, WorkUnit, plan
+from outbox.retry import (
+    DeadLetter,
+    ErrorClass,
+    HoldAccount,
+    RetryItem,
+    RetryPolicy,
+    classify,
+    decide,
+)
+from providers.errors import ProviderError
+from store.bindings import bindings_for, bindings_of
+from store.db import PgPoolConnection
+from store.fencing import fenced_transaction
+from store.outbox import (
+    dead_letter,
+    due_items,
+    mark_done,
+    mark_skipped,
+    next_due_at,
+    schedule_retry,
+)
+
+log = structlog.get_logger("actors.account.outbound")
+
+STALE = "stale: a newer version of the source was applied or queued"
+
+
+class OutboundWriter:
+    """The outbox writer of one actor incarnation (the hold it keeps dies with it)."""
+
+    __slots__ = ("batch", "calls", "held_until", "policy")
+
+    def __init__(
+        self,
+        calls: AccountCalls,
+        *,
+        max_attempts: int = 10,
+        batch: int = 100,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 3600.0,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.calls = calls
+        self.batch = batch
+        self.policy = RetryPolicy(retry_initial_s, retry_max_s, max_attempts)
+        self.held_until: datetime | None = None  # throttled: no provider call before then
+
+    async def drain(self) -> datetime | None:
+        """Write one batch of due items; when to drain next (None: nothing pending)."""
+        ctx, account_id = self.calls.ctx, self.calls.account.id
+        now = ctx.clock()
+        if self.held_until is not None and now < self.held_until:
+            return self.held_until
+        items = await due_items(ctx.pool, account_id, now=now, limit=self.batch)
+        held_until = await self._write(items) if items else None
+        self.held_until = held_until
+        due = await next_due_at(ctx.pool, account_id)
+        if due is None or held_until is None:
+            return due
+        return max(due, held_until)
+
+    async def _write(self, items: Sequence[OutboxItem]) -> datetime | None:
+        """Plan and write ``items``; the end of the account's hold if one began, else None."""
+        bindings = await self._bindings(items)
+        work = plan(items, bindings)
+        if work.skipped or work.done:
+            async with self._fenced() as conn:
+                await mark_skipped(conn, work.skipped, STALE)
+                await mark_done(conn, work.done)
+        attempts = {item.id: item.attempts for item in items}
+        runner = UnitSteps(self.calls, self._fenced)  # one per drain: policy read afresh
+        succeeded: set[int] = set()
+        for index, unit in enumerate(work.units):
+            finished = _newly_finished(work, succeeded, index)
+            try:
+                await runner.apply(unit, bindings.get(unit.source), finished)
+            except ProviderError as error:
+                held_until = await self._failed(unit, error, attempts)
+                if held_until is not None:
+                    return held_until  # the rest waits for the next drain
+            else:
+                succeeded.add(index)
+        return None
+
+    async def _bindings(self, items: Sequence[OutboxItem]) -> dict[SourceKey, Binding]:
+        """The bindings ``plan`` needs: each source's, and every one in a REBUILD_ALL scope."""
+        account_id = self.calls.account.id
+        sources = {item.source for item in items if item.source is not None}
+        scopes = {
+            (item.workspace_id, item.calendar_id)
+            for item in items
+            if item.operation is Operation.REBUILD_ALL
+        }
+        async with self.calls.ctx.pool.acquire() as conn:
+            found = await bindings_of(conn, account_id, sources)
+            for workspace_id, calendar_id in sorted(scopes):
+                for binding in await bindings_for(conn, account_id, workspace_id, calendar_id):
+                    found[binding.source] = binding
+        return found
+
+    async def _failed(
+        self, unit: WorkUnit, error: ProviderError, attempts: dict[int, int]
+    ) -> datetime | None:
+        """Record a failed unit as ``outbox.retry`` decides; the end of an account hold it
+        starts (throttled), else None: the drain goes on."""
+        failure = classify(error)
+        if failure.error is ErrorClass.AUTH:
+            raise error  # the actor parks as for a sync; the items stay pending as they are
+        if failure.error in (ErrorClass.CONFLICT, ErrorClass.GONE):
+            # The unit already applied ``outbox.rules`` to what they settle (a user's edit, a
+            # deleted event); what is left, e.g. a missing calendar, backs off like a 5xx.
+            failure = replace(failure, error=ErrorClass.TRANSIENT)
+        failure = replace(failure, message=redact_text(failure.message))
+        tries = max(attempts.get(item_id, 0) for item_id in unit.completes)
+        decision = decide(failure, tries, self.policy, self.calls.ctx.rng)
+        outcome = decision.item if isinstance(decision, HoldAccount) else decision
+        now = self.calls.ctx.clock()
+        async with self._fenced() as conn:
+            for item_id in unit.completes:
+                if isinstance(outcome, RetryItem):
+                    at = now + timedelta(seconds=outcome.delay_s)
+                    await schedule_retry(
+                        conn,
+                        item_id,
+                        attempts=outcome.attempts,
+                        next_attempt_at=at,
+                        error=outcome.error,
+                    )
+                elif isinstance(outcome, DeadLetter):
+                    await dead_letter(conn, item_id, attempts=outcome.attempts, error=outcome.error)
+        for item_id in unit.completes:
+            if isinstance(outcome, RetryItem | DeadLetter):
+                attempts[item_id] = outcome.attempts  # a REBUILD_ALL id may fail in two units
+        log.info(
+            "outbox write failed",
+            items=list(unit.completes),
+            error=failure.message,
+            outcome=type(outcome).__name__,
+        )
+        if isinstance(decision, HoldAccount) and decision.delay_s is not None:
+            return now + timedelta(seconds=decision.delay_s)
+        return None
+
+    def _fenced(self) -> AbstractAsyncContextManager[PgPoolConnection]:
+        calls = self.calls
+        return fenced_transaction(calls.ctx.pool, calls.account.shard, calls.epoch)
+
+
+def _newly_finished(work: Plan, succeeded: set[int], index: int) -> tuple[int, ...]:
+    """The items that unit ``index`` finishes if it succeeds after the ``succeeded`` ones."""
+    before = set(work.finished(succeeded))
+    return tuple(item for item in work.finished(succeeded | {index}) if item not in before)
