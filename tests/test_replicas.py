@@ -1,10 +1,9 @@
 """Real replica processes sharing the shards (issue 6): ``integration-worker supervise`` run as
 separate processes (``tests.cluster``) against one Postgres database and one Redis.
 
-Proven, with 64 shards (not 256: four processes on two cores start and settle faster; every
-count below is exact for 64) and a 2 s lease TTL:
-- three replicas own every shard exactly once, 22/21/21 (``assign``'s fixed point); a fourth
-  joining moves exactly the 16 shards ``assign`` names, all to the newcomer, none between the
+Proven, with 256 shards (the default) and a 2 s lease TTL:
+- three replicas own every shard exactly once, 86/85/85 (``assign``'s fixed point); a fourth
+  joining moves exactly the 64 shards ``assign`` names, all to the newcomer, none between the
   old three (lease snapshots and every ``shard claimed``/``shard released`` log line);
 - a replica leaving on SIGTERM deletes its leases (Redis reports ``del`` for each lease key,
   never ``expired``) and the others own every shard again, each gaining only its share;
@@ -40,7 +39,7 @@ from supervisor.inbox import GROUP
 from supervisor.leases import lease_key
 from tests.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 
-SHARDS = 64
+SHARDS = 256
 TTL_S = 2.0
 # Generous: four Python processes start on two cores (imports, migrations, first heartbeat).
 SETTLE_S = 90.0
@@ -85,6 +84,12 @@ def shard_events(
     return out
 
 
+def even_split(members: int) -> list[int]:
+    """Shards per member, ascending, when ``SHARDS`` are spread within one of even."""
+    base, extra = divmod(SHARDS, members)
+    return [base] * (members - extra) + [base + 1] * extra
+
+
 async def test_replicas_share_join_and_leave_with_minimal_moves(cluster: Cluster) -> None:
     old = ["replica-a", "replica-b", "replica-c"]
     for name in old:
@@ -92,7 +97,7 @@ async def test_replicas_share_join_and_leave_with_minimal_moves(cluster: Cluster
     await wait_for(lambda: converged(cluster, old), "three replicas to share", SETTLE_S)
     before = await cluster.owners()
     assert len(before) == SHARDS and None not in before.values()  # each held exactly once
-    assert sorted(counts(before).values()) == [21, 21, 22]
+    assert sorted(counts(before).values()) == even_split(3)
 
     # A fourth joins: exactly the shards assign names move, all to it.
     target = assign(before, [*old, "replica-d"])
@@ -108,7 +113,7 @@ async def test_replicas_share_join_and_leave_with_minimal_moves(cluster: Cluster
     moved = {s for s in after if after[s] != before[s]}
     assert moved == expected
     assert {after[s] for s in moved} == {"replica-d"}  # nothing moved between the old three
-    assert sorted(counts(after).values()) == [16, 16, 16, 16]
+    assert sorted(counts(after).values()) == even_split(4)
     processes = list(cluster.processes.values())
 
     async def logged() -> bool:
@@ -152,7 +157,7 @@ async def leave_cleanly(cluster: Cluster, members: list[str], after: dict[int, s
     )
     final = await cluster.owners()
     assert {s for s in final if final[s] != after[s]} == its_shards  # only its shards moved
-    assert sorted(counts(final).values()) == [21, 21, 22]
+    assert sorted(counts(final).values()) == even_split(3)
 
 
 async def edit_forever(cluster: Cluster, people: list[Person], every_s: float) -> None:
