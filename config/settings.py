@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # Backoff after a throttled or failed sync: first delay and cap.
     sync_retry_initial_s: float = Field(default=5.0, gt=0)
     sync_retry_max_s: float = Field(default=900.0, gt=0)
+    # Outbox (docs/outbox.md): failed attempts of one item before it becomes a dead letter; how
+    # long done and skipped items are kept; the due-items poll covering a missed notification.
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    outbox_retention_days: int = Field(default=30, ge=1)
+    outbox_poll_s: float = Field(default=60.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

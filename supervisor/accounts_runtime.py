@@ -11,6 +11,9 @@ Invariants:
   costs one sync; it is acknowledged by the actor after the commit that covers it;
 - when a shard's stream was lost (Redis came back empty), every account of that shard syncs;
 - accounts added, re-activated or disabled while running are picked up by a periodic scan;
+- an outbox insert wakes its account's actor through LISTEN/NOTIFY (a dedicated connection);
+  a poll of the accounts running here, run at once after every (re)connect of the listener,
+  covers notifications missed while it was down; finished items past retention are removed daily;
 - the scan, the inbox and the relay each restart after a Postgres or Redis outage
   (``run_resilient``) instead of ending the replica;
 - after a scan started actors, the heap is collected and frozen (``settle_heap``), so full
@@ -51,6 +54,8 @@ from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
 from supervisor.lease_state import LeasePolicy, StartPacer
 from supervisor.leases import LeaseStore
+from supervisor.outbox_maintenance import run_outbox_maintenance
+from supervisor.outbox_wakeups import DueItemsPoll, open_listener, run_outbox_wakeups
 from supervisor.replica import Replica
 from supervisor.resilient import run_resilient
 from supervisor.shard_keeper import ShardKeeper
@@ -166,6 +171,7 @@ class AccountsRuntime:
             on_stale_epoch=keeper.epoch_refused,
             preloaded=self._preloaded,
             sync_slots=asyncio.Semaphore(settings.sync_concurrency),
+            outbox_max_attempts=settings.outbox_max_attempts,
         )
         spec = self._spec = account_spec(context)
         loops: dict[str, Callable[[], Awaitable[None]]] = {
@@ -173,7 +179,19 @@ class AccountsRuntime:
             "accounts.scan": partial(self._scan_forever, spec),
             "accounts.inbox": partial(inbox.run, self.owned),
             "accounts.relay": partial(run_relay, pool, redis),
+            "accounts.outbox_cleanup": partial(
+                run_outbox_maintenance, pool, timedelta(days=settings.outbox_retention_days)
+            ),
         }
+        # Outbox inserts wake their actor at once (LISTEN/NOTIFY); a poll covers what a lost
+        # listener missed, and runs at once after every (re)connect of the listener.
+        poll = DueItemsPoll(pool, self._running_accounts, self._wake_outbox, settings.outbox_poll_s)
+        loops["accounts.outbox_poll"] = poll.run
+        if self.replica.database_url is not None:
+            connect = partial(open_listener, self.replica.database_url, settings.db_schema)
+            loops["accounts.outbox_wakeups"] = partial(
+                run_outbox_wakeups, connect, self._wake_outbox, poll.poke
+            )
         try:
             async with anyio.create_task_group() as group:
                 for name, loop in loops.items():
@@ -289,6 +307,19 @@ class AccountsRuntime:
             if all(self.supervisor.get(i) is not None or i not in self._wanted for i in ids):
                 self._started.add(shard)
                 log.info("shard actors started", shard=shard, actors=len(ids))
+
+    def _running_accounts(self) -> list[UUID]:
+        """The accounts whose actors run here (the outbox poll asks only about these)."""
+        return [UUID(cell.id) for cell in self.supervisor.registry if cell.spec is self._spec]
+
+    def _wake_outbox(self, account_id: UUID) -> None:
+        """An outbox item of ``account_id`` is due: its actor drains (a burst costs one drain).
+        Accounts of other replicas' shards are ignored (NOTIFY reaches every listener)."""
+        cell = self.supervisor.get(str(account_id))
+        if cell is None or cell.spec is not self._spec:
+            return
+        with contextlib.suppress(ActorUnavailable):
+            cell.post_nowait(("outbox", None))
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
         """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).

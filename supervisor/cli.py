@@ -24,6 +24,7 @@ from store.migrate import migrate
 from supervisor.accounts_runtime import AccountsRuntime, providers_from_settings
 from supervisor.demo import DEFAULT_EVENTS, run_demo
 from supervisor.operator_commands import OperatorError, add_operator_commands
+from supervisor.outbox_commands import add_outbox_commands
 from supervisor.replica import open_replica
 from supervisor.services import open_services
 
@@ -153,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=None, help="listen port (IW_GATEWAY_PORT)")
     gateway.set_defaults(run=_gateway)
     add_operator_commands(commands)
+    add_outbox_commands(commands)
     emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
     emulator.add_argument(
         "provider", choices=["google", "microsoft"], help="which provider to emulate"

@@ -49,6 +49,7 @@ class Replica:
     monitor: ReplicaMonitor | None
     lease_redis: aioredis.Redis | None = None  # None: share ``redis`` (tests, tools)
     control_pool: asyncpg.Pool | None = None  # the keeper's own (epochs); None: share ``pool``
+    database_url: str | None = None  # for connections of their own (LISTEN); None: no listener
 
 
 # The keeper makes one call at a time; two leave room for an abandoned one (see ShardKeeper).
@@ -133,7 +134,16 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
                     "monitor listening", host=settings.monitor_host, port=settings.monitor_port
                 )
             try:
-                yield Replica(settings, pool, redis, supervisor, monitor, lease_redis, control_pool)
+                yield Replica(
+                    settings,
+                    pool,
+                    redis,
+                    supervisor,
+                    monitor,
+                    lease_redis=lease_redis,
+                    control_pool=control_pool,
+                    database_url=urls.database_url,
+                )
             finally:
                 with anyio.CancelScope(shield=True):  # a stop request must not cut teardown
                     await supervisor.shutdown()

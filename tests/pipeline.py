@@ -334,6 +334,7 @@ async def open_pipeline(
             # The default 10 s lease: the chaos test stalls its loop (emulator work in-process),
             # and a short lease would lapse and stop the shards mid-test.
             sync_poll_s=1e9,  # polling off: only notifications (and operators) start syncs
+            outbox_poll_s=1e9,  # likewise: only LISTEN/NOTIFY wakes an actor for its outbox
             sync_retry_initial_s=0.2,
             sync_retry_max_s=1.0,
         )
