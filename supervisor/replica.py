@@ -24,6 +24,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from actors.account.outbound_faults import install_outbox_hold
 from actors.circuit import CircuitPolicy
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
@@ -102,6 +103,9 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
     if settings.fault_hold_file is not None:
         log.warning("fault injection on: fenced writes wait while the file exists")
         install_fault_hold(partial(hold_while_exists, settings.fault_hold_file))
+    if settings.fault_outbox_hold_file is not None:
+        log.warning("fault injection on: outbox writes wait while the file exists")
+        install_outbox_hold(settings.fault_outbox_hold_at, settings.fault_outbox_hold_file)
 
     async def quarantine(child_id: str, reason: str) -> None:
         try:

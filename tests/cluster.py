@@ -32,6 +32,7 @@ import pytest
 from redis.asyncio import Redis
 
 from providers.google.emulator import GoogleEmulator
+from providers.google.mapping import BINDING_PROPERTY
 from store.accounts import create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
@@ -43,6 +44,14 @@ from supervisor.operator_commands import export_line
 EXE = os.path.join(os.path.dirname(sys.executable), "integration-worker")
 CLIENT_ID = "iw-cluster-client"
 KEY_ID = "k"
+
+# An application's timed upsert request (docs/outbox.md), as it would insert it.
+OUTBOX_UPSERT = (
+    "INSERT INTO outbox (account_id, operation, workspace_id, source_type, source_id,"
+    " event_type, version, title, all_day, start_at, end_at)"
+    " VALUES ($1, 'UPSERT_EVENT', 'ws-1', 'task', $2, 'BLOCKER_DEADLINE', $3, $4, false, $5, $6)"
+    " RETURNING id"
+)
 
 # (calendar id, event id) -> exported row (etag included): one account's whole state.
 State = dict[tuple[str, str], dict[str, Any]]
@@ -308,6 +317,36 @@ class Cluster:
             event_id,
         )
         return None if title is None else str(title)
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    async def enqueue_upsert(
+        self, person: Person, source_id: str, title: str, *, version: int = 1
+    ) -> int:
+        """What an application does: insert an upsert (a one-hour event tomorrow, primary
+        calendar) in its own transaction; the item's id."""
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+        async with self.pool.acquire() as conn, conn.transaction():
+            item_id = await conn.fetchval(
+                OUTBOX_UPSERT,
+                person.account_id,
+                source_id,
+                version,
+                title,
+                start,
+                start + timedelta(hours=1),
+            )
+        return int(item_id)
+
+    def bound_events(self, person: Person, binding_id: UUID) -> list[dict[str, Any]]:
+        """The emulator's stored events of the person's calendar (cancelled ones included)
+        whose private extended property names ``binding_id``."""
+        out = []
+        for body in self.emulator.control.events(person.calendar_id):
+            private = body.get("extendedProperties", {}).get("private", {})
+            if private.get(BINDING_PROPERTY) == str(binding_id):
+                out.append(body)
+        return out
 
     # -- both sides -----------------------------------------------------------------------
 
