@@ -192,6 +192,25 @@ async def due_items(
     return [_item(record) for record in records]
 
 
+async def pending_items(conn: Queryable, account_id: UUID, *, limit: int) -> list[OutboxItem]:
+    """Up to ``limit`` of the account's pending items (due or backing off), lowest id first,
+    plus every other pending item of their sources: a source's newest item decides whether
+    its older ones are stale, even while it backs off."""
+    records = await conn.fetch(
+        f"WITH batch AS (SELECT * FROM outbox WHERE account_id = $1 AND state = 'pending'"
+        " ORDER BY id LIMIT $2)"
+        f" SELECT {_COLUMNS} FROM batch"
+        f" UNION SELECT {_COLUMNS} FROM outbox o WHERE o.account_id = $1"
+        " AND o.state = 'pending' AND o.id > (SELECT max(id) FROM batch) AND EXISTS ("
+        " SELECT 1 FROM batch b WHERE (b.workspace_id, b.source_type, b.source_id, b.event_type)"
+        " = (o.workspace_id, o.source_type, o.source_id, o.event_type))"
+        " ORDER BY id",
+        account_id,
+        limit,
+    )
+    return [_item(record) for record in records]
+
+
 async def next_due_at(conn: Queryable, account_id: UUID) -> datetime | None:
     """When the account's earliest pending item is due (maybe in the past), or None."""
     value: datetime | None = await conn.fetchval(

@@ -68,6 +68,7 @@ from providers.errors import (
 from providers.interface import CalendarProvider
 from providers.models import SyncPage, SyncWindow
 from store.accounts import Account, get_account, set_status
+from store.bindings import has_unknown_creates
 from store.calendars import (
     CalendarState,
     get_calendar_state,
@@ -80,6 +81,7 @@ from store.credentials import load_credentials
 from store.db import PgPoolConnection
 from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
+from store.outbox import accounts_with_due_items
 from supervisor.inbox import InboxEntry
 
 T = TypeVar("T")
@@ -212,6 +214,11 @@ class AccountActor(Actor[object]):
         elif name == OUTBOX:
             await self._drain_outbox()
         else:
+            if not self.listed and await self._unsettled_writes():
+                # A write of an earlier incarnation (or owner) may have reached the provider
+                # without our commit: settle it first, so this sync sees the event as our echo
+                # instead of reporting it as the user's.
+                await self._drain_outbox()
             await self._guarded(self._sync_all(reconcile=not self.listed), covers=None)
             await self._drain_outbox()  # also the safety net for a missed outbox notification
 
@@ -276,12 +283,17 @@ class AccountActor(Actor[object]):
         try:
             await self._guarded_step(work, covers)
         except BaseException:
-            refs = [ref for held in self.unacked.values() for ref in held]
-            self.unacked = {}
-            with contextlib.suppress(ActorUnavailable):  # stopping: re-read at the next start
-                for ref in refs:
-                    self.post_self_nowait(("sync-now", None), ref)
+            self._hand_back_unacked()
             raise
+
+    def _hand_back_unacked(self) -> None:
+        """This incarnation is crashing: post its unacknowledged refs to the next one, which
+        syncs and acknowledges them (the inbox delivers an entry only once)."""
+        refs = [ref for held in self.unacked.values() for ref in held]
+        self.unacked = {}
+        with contextlib.suppress(ActorUnavailable):  # stopping: re-read at the next start
+            for ref in refs:
+                self.post_self_nowait(("sync-now", None), ref)
 
     async def _guarded_step(self, work: Awaitable[None], covers: str | None) -> None:
         try:
@@ -336,6 +348,16 @@ class AccountActor(Actor[object]):
                     with contextlib.suppress(ActorUnavailable):  # stopping: the next owner syncs
                         self.post_self_nowait(("changed", calendar_id))
 
+    async def _unsettled_writes(self) -> bool:
+        """Whether a create's outcome is unknown or an outbox item is due (maybe in flight
+        when the last incarnation ended)."""
+        if self.outbound is None:
+            return False
+        account_id, pool = self._account_id(), self.ctx.pool
+        if await has_unknown_creates(pool, account_id):
+            return True
+        return bool(await accounts_with_due_items(pool, [account_id], now=self.ctx.clock()))
+
     async def _drain_outbox(self) -> None:
         """Write due outbox items, guarded as a sync is (revoked parks, stale epoch stops), and
         arm the ``outbox`` deadline for the next one; a parked actor writes nothing."""
@@ -354,6 +376,9 @@ class AccountActor(Actor[object]):
         except StaleEpoch:
             self._fenced_out()
             return
+        except BaseException:
+            self._hand_back_unacked()  # a crash here must not strand notifications either
+            raise
         if next_at is None:
             self.cancel_deadline(OUTBOX)
         else:

@@ -3,9 +3,11 @@
 The account actor is the only writer of its account, so a drain never races an inbound sync.
 
 Invariants:
-- one drain reads at most ``batch`` due items in id order, plans them (``outbox.plan``), marks
-  the stale ones skipped and the settled ones done at once, then runs each unit's calls in plan
-  order (``actors.account.outbound_steps``); an item is done only once the provider matches it;
+- one drain reads at most ``batch`` pending items in id order (and every other pending item of
+  their sources), due or backing off, plans them all (``outbox.plan``: staleness is judged
+  against a source's newest item even while it backs off), marks the stale ones skipped and the
+  settled ones done at once, then runs, in plan order, the units whose items are all due
+  (``actors.account.outbound_steps``); an item is done only once the provider matches it;
 - a failed unit follows ``outbox.retry``: its items back off alone (``schedule_retry``), or are
   dead-lettered with the error, or the whole account is held (throttling: no call until the
   hold ends, also across posts; auth: the error propagates and the actor parks, items pending);
@@ -43,10 +45,10 @@ from store.db import PgPoolConnection
 from store.fencing import fenced_transaction
 from store.outbox import (
     dead_letter,
-    due_items,
     mark_done,
     mark_skipped,
     next_due_at,
+    pending_items,
     schedule_retry,
 )
 
@@ -82,18 +84,22 @@ class OutboundWriter:
         now = ctx.clock()
         if self.held_until is not None and now < self.held_until:
             return self.held_until
-        items = await due_items(ctx.pool, account_id, now=now, limit=self.batch)
-        held_until = await self._write(items) if items else None
+        items = await pending_items(ctx.pool, account_id, limit=self.batch)
+        held_until = await self._write(items, now) if items else None
         self.held_until = held_until
         due = await next_due_at(ctx.pool, account_id)
         if due is None or held_until is None:
             return due
         return max(due, held_until)
 
-    async def _write(self, items: Sequence[OutboxItem]) -> datetime | None:
-        """Plan and write ``items``; the end of the account's hold if one began, else None."""
+    async def _write(self, items: Sequence[OutboxItem], now: datetime) -> datetime | None:
+        """Plan ``items`` (pending, due or not) and write the units all of whose items are due
+        at ``now``; the end of the account's hold if one began, else None."""
         bindings = await self._bindings(items)
         work = plan(items, bindings)
+        due = {
+            item.id for item in items if item.next_attempt_at is None or item.next_attempt_at <= now
+        }
         if work.skipped or work.done:
             async with self._fenced() as conn:
                 await mark_skipped(conn, work.skipped, STALE)
@@ -102,6 +108,8 @@ class OutboundWriter:
         runner = UnitSteps(self.calls, self._fenced)  # one per drain: policy read afresh
         succeeded: set[int] = set()
         for index, unit in enumerate(work.units):
+            if not due.issuperset(unit.completes):
+                continue  # backing off: the source waits for its newest item's next attempt
             finished = _newly_finished(work, succeeded, index)
             try:
                 await runner.apply(unit, bindings.get(unit.source), finished)

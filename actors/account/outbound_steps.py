@@ -170,7 +170,14 @@ class UnitSteps:
                 return await self._recreate_gone(binding, content)
             raise  # it exists, yet the update missed it: retried later
         except Conflict:
-            pass  # the user changed the event since our last write
+            pass  # the event changed since our last write
+        current = await self._get(calendar_id, event_id)
+        if current is None:
+            return await self._recreate_gone(binding, content)
+        if says(current, content):
+            # It already says what we want: our own earlier write whose commit was lost (a
+            # crash or takeover between the provider's answer and ours), not a user's edit.
+            return Outcome(binding, current)
         action = on_conflict(await self._conflict_policy())
         if action is ConflictAction.OVERWRITE:
             event = await self.calls.call(
@@ -179,9 +186,6 @@ class UnitSteps:
             return Outcome(binding, event)
         if action is ConflictAction.KEEP_PROVIDER:
             return Outcome(binding, None)
-        current = await self._get(calendar_id, event_id)
-        if current is None:
-            return await self._recreate_gone(binding, content)
         return Outcome(binding, None, conflict_copy=current.raw)
 
     async def _recreate_gone(self, binding: Binding, content: EventContent) -> Outcome:
