@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run both phases and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--accounts", type=int, default=1_000, help="Google accounts")
-    parser.add_argument("--rate", type=float, default=200.0, help="inserts per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="inserts per second")
     parser.add_argument("--duration-s", type=float, default=12.0, help="how long rows arrive")
     parser.add_argument("--burst", type=int, default=5_000, help="rows of the throughput burst")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")

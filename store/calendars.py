@@ -85,6 +85,23 @@ async def get_calendar_state(
     return None if row is None else _state(row)
 
 
+async def lock_write_target(
+    conn: Queryable, account_id: UUID, calendar_id: str, *, primary_alias: str
+) -> CalendarState | None:
+    """The stored calendar an outbound write to ``calendar_id`` lands in, locked until the
+    transaction ends: that id, or for ``primary_alias`` the account's primary calendar (Google
+    stores it under the user's address); None if not stored. One statement."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM calendars WHERE account_id = $1 AND (id = $2"
+        " OR ($2 = $3 AND is_primary AND removed_at IS NULL))"
+        " ORDER BY id = $2 DESC, id LIMIT 1 FOR UPDATE",
+        account_id,
+        calendar_id,
+        primary_alias,
+    )
+    return None if row is None else _state(row)
+
+
 async def list_calendar_states(
     conn: Queryable, account_id: UUID, *, include_removed: bool = True
 ) -> list[CalendarState]:

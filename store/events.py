@@ -36,7 +36,7 @@ import asyncpg
 import orjson
 
 from providers.models import Event, EventRemoval, SyncPage, SyncWindow
-from store.calendars import CalendarState, get_calendar_state
+from store.calendars import CalendarState, get_calendar_state, lock_write_target
 from store.change_feed import (
     CHANGE_COLUMNS,
     ChangeKind,
@@ -372,17 +372,7 @@ async def _stored_calendar(
     conn: Queryable, account_id: UUID, calendar_id: str
 ) -> CalendarState | None:
     """The stored calendar a write to ``calendar_id`` lands in (locked), or None if not synced."""
-    state = await get_calendar_state(conn, account_id, calendar_id, for_update=True)
-    if state is None and calendar_id == PRIMARY_ALIAS:
-        # Google stores its primary calendar under the user's address, not the alias.
-        primary = await conn.fetchval(
-            "SELECT id FROM calendars WHERE account_id = $1 AND is_primary"
-            " AND removed_at IS NULL ORDER BY id LIMIT 1",
-            account_id,
-        )
-        if primary is not None:
-            state = await get_calendar_state(conn, account_id, primary, for_update=True)
-    return state
+    return await lock_write_target(conn, account_id, calendar_id, primary_alias=PRIMARY_ALIAS)
 
 
 async def mirror_write(conn: Queryable, account_id: UUID, event: Event) -> list[ChangeRow]:
