@@ -32,8 +32,6 @@ import uuid
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import web
-from redis.asyncio import Redis
 
 from bench.outbox_app import Inserted, application, insert_burst, title_of
 from bench.outbox_provider import created_times, direct_creates
@@ -47,9 +45,10 @@ from bench.sync_latency import (
     _seed,
     _warm_up,
     percentile,
+    start_gateway,
 )
 from config.settings import load_settings
-from gateway.app import STATS, create_app
+from gateway.app import STATS
 from providers.google.client import GoogleCalendarProvider
 from providers.http import create_session
 from store.crypto import Keyring, generate_key
@@ -178,22 +177,14 @@ async def measure_outbox(
         harness_http = await stack.enter_async_context(aiohttp.ClientSession())
         link = await stack.enter_async_context(open_emulator(harness_http, child_process=True))
         await migrate(urls.database_url, DEFAULT_SCHEMA)
-        gateway_pool = await create_pool(urls.database_url, DEFAULT_SCHEMA)
-        stack.push_async_callback(gateway_pool.close)
-        gateway_redis = Redis.from_url(urls.redis_url)
-        stack.push_async_callback(gateway_redis.aclose)
-        app = create_app(gateway_pool, gateway_redis)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        gateway_url, app = await start_gateway(stack, urls)
         settings = load_settings(
             database_url=urls.database_url,
             redis_url=urls.redis_url,
             monitor_enabled=False,
             replica_id="bench-outbox",
             shard_count=SHARDS,
-            public_base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+            public_base_url=gateway_url,
             outbox_poll_s=NO_POLL_S,
         )
         replica = await stack.enter_async_context(open_replica(settings, urls))

@@ -116,6 +116,22 @@ class PushFigures:
     coalesce_committed: bool
 
 
+async def start_gateway(
+    stack: contextlib.AsyncExitStack, urls: ServiceUrls
+) -> tuple[str, web.Application]:
+    """The webhook gateway on a loopback port for the rest of ``stack``: its URL and its app."""
+    gateway_pool = await create_pool(urls.database_url, DEFAULT_SCHEMA)
+    stack.push_async_callback(gateway_pool.close)
+    gateway_redis = Redis.from_url(urls.redis_url)
+    stack.push_async_callback(gateway_redis.aclose)
+    app = create_app(gateway_pool, gateway_redis)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}", app
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (0.0 for no values)."""
     if not values:
@@ -300,22 +316,14 @@ async def measure_push(
             open_emulator(harness_http, child_process=child_process)
         )
         await migrate(urls.database_url, DEFAULT_SCHEMA)
-        gateway_pool = await create_pool(urls.database_url, DEFAULT_SCHEMA)
-        stack.push_async_callback(gateway_pool.close)
-        gateway_redis = Redis.from_url(urls.redis_url)
-        stack.push_async_callback(gateway_redis.aclose)
-        app = create_app(gateway_pool, gateway_redis)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        gateway_url, app = await start_gateway(stack, urls)
         settings = load_settings(
             database_url=urls.database_url,
             redis_url=urls.redis_url,
             monitor_enabled=False,
             replica_id="bench-sync",
             shard_count=SHARDS,
-            public_base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+            public_base_url=gateway_url,
         )
         replica = await stack.enter_async_context(open_replica(settings, urls))
         http = await stack.enter_async_context(create_session())
