@@ -330,8 +330,13 @@ class ShardKeeper:
             await self.owner.start_shard(shard, self.epochs[shard])
 
     async def _release(self, shards: list[int], *, started: bool = True) -> None:
-        """Stop the shards' actors (renewing meanwhile), then delete each lease still ours."""
-        shards = [s for s in shards if self.leases[s].release_requested()]
+        """Stop the shards' actors (renewing meanwhile), then delete each lease still ours.
+        A lease already releasing is taken too: its stop was cut short when ``run`` ended."""
+        shards = [
+            s
+            for s in shards
+            if self.leases[s].release_requested() or self.leases[s].state is LeaseState.RELEASING
+        ]
         if not shards:
             return
         if started:

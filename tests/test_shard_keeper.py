@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from store.db import PgPool
 from store.embedded import Services
 from supervisor.lease_state import LeasePolicy
-from supervisor.leases import LeaseStore
+from supervisor.leases import LeaseStore, lease_key
 from supervisor.shard_keeper import ShardKeeper
 
 SHARDS = 8
@@ -164,6 +164,30 @@ async def test_a_slow_stop_does_not_hold_the_other_leases_renewals(
     a.owner.let_stop.set()
     await until(lambda: split_evenly(a, b), "an even split")
     assert a.keeper.statistics.losses == 0
+
+
+async def test_a_shutdown_releases_shards_whose_handover_was_under_way(
+    redis: Redis, pool: PgPool, replicas: list[Replica]
+) -> None:
+    a, b = Replica("a", redis, pool), Replica("b", redis, pool)
+    a.owner = a.keeper.owner = SlowStops()
+    replicas += [a, b]
+    a.start()
+    await until(lambda: len(a.owner.running) == SHARDS, "a to take every shard")
+    b.start()
+
+    def releasing() -> int:
+        return sum(lease.state.value == "releasing" for lease in a.keeper.leases.values())
+
+    await until(lambda: releasing() == SHARDS // 2, "a to start handing b its share")
+    await a.kill()  # the handover's stops are cut short with the loop
+    a.owner.let_stop.set()
+    await a.keeper.shutdown()
+    assert a.owner.running == {}
+    raw = await redis.mget([lease_key(s) for s in range(SHARDS)])
+    holders = [h.decode() if isinstance(h, bytes) else h for h in raw]
+    assert not any(h is not None and h.startswith("a/") for h in holders)  # all deleted
+    await until(lambda: len(b.owner.running) == SHARDS, "b to take every shard at once")
 
 
 class Proxy:
