@@ -64,6 +64,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from bench.report import render
 from bench.sync import _fresh_database, _servers
 from config.logs import configure_logging
 from gateway.streams import notifications_key
@@ -365,7 +366,7 @@ def table(figures: dict[str, Any]) -> str:
     rows = [
         ("figure", "ours", "target"),
         (
-            f"kill -9 -> every orphaned shard claimed and synced ({figures['orphaned_shards']}"
+            f"kill -9 -> orphaned shards claimed, actors started ({figures['orphaned_shards']}"
             f" shards, {figures['orphaned_accounts']:,} accounts)",
             f"{figures['failover_s']} s (claimed {figures['failover_claimed_s']} s,"
             f" synced {figures['failover_synced_s']} s)",
@@ -382,11 +383,7 @@ def table(figures: dict[str, Any]) -> str:
             "0",
         ),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    width = max(map(len, figures))
-    lines += [""] + [f"{key:<{width}}  {value}" for key, value in figures.items()]
-    return "\n".join(lines)
+    return render(rows, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from bench.outbox_pipeline import OutboxFigures, measure_outbox
+from bench.report import render
 from bench.sync import _fresh_database, _servers
 from config.logs import configure_logging
 from supervisor.services import ServiceUrls
@@ -103,11 +104,7 @@ def table(figures: dict[str, Any]) -> str:
             "-",
         ),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    width = max(map(len, figures))
-    lines += [""] + [f"{key:<{width}}  {value}" for key, value in figures.items()]
-    return "\n".join(lines)
+    return render(rows, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

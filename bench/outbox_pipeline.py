@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,26 +34,15 @@ import aiohttp
 
 from bench.outbox_app import Inserted, application, insert_burst, title_of
 from bench.outbox_provider import created_times, direct_creates
-from bench.sync_emulator import EmulatorLink, open_emulator
+from bench.sync_emulator import EmulatorLink
 from bench.sync_latency import (
     CLIENT_ID,
-    SHARDS,
     _Bench,
-    _BenchRuntime,
-    _cancel,
-    _seed,
-    _warm_up,
+    open_warmed_pipeline,
     percentile,
-    start_gateway,
 )
-from config.settings import load_settings
-from gateway.app import STATS
 from providers.google.client import GoogleCalendarProvider
-from providers.http import create_session
-from store.crypto import Keyring, generate_key
 from store.db import DEFAULT_SCHEMA, PgPool, create_pool
-from store.migrate import migrate
-from supervisor.replica import open_replica
 from supervisor.services import ServiceUrls
 
 POLL_S = 0.05
@@ -171,42 +159,24 @@ async def measure_outbox(
     commit_timestamps: bool,
 ) -> OutboxFigures:
     """Run both outbox phases against the database and Redis at ``urls``; see the module doc."""
-    secret = secrets.token_urlsafe(18)
-    keyring = Keyring("bench", {"bench": generate_key()})
     async with contextlib.AsyncExitStack() as stack:
-        harness_http = await stack.enter_async_context(aiohttp.ClientSession())
-        link = await stack.enter_async_context(open_emulator(harness_http, child_process=True))
-        await migrate(urls.database_url, DEFAULT_SCHEMA)
-        gateway_url, app = await start_gateway(stack, urls)
-        settings = load_settings(
-            database_url=urls.database_url,
-            redis_url=urls.redis_url,
-            monitor_enabled=False,
+        warmed = await open_warmed_pipeline(
+            stack,
+            urls,
+            accounts=accounts,
+            child_process=True,
+            commit="b.inserted_at",
             replica_id="bench-outbox",
-            shard_count=SHARDS,
-            public_base_url=gateway_url,
             outbox_poll_s=NO_POLL_S,
         )
-        replica = await stack.enter_async_context(open_replica(settings, urls))
-        http = await stack.enter_async_context(create_session())
-        client = GoogleCalendarProvider(
-            http,
-            api_base_url=link.api_base_url,
-            token_uri=link.token_uri,
-            client_id=CLIENT_ID,
-            client_secret=secret,
+        bench, link, harness_http, client = (
+            warmed.bench,
+            warmed.link,
+            warmed.harness_http,
+            warmed.client,
         )
-        stack.push_async_callback(client.aclose)
-        bench = _Bench(replica, link, app[STATS], "b.inserted_at")
-        by_email = await _seed(replica.pool, keyring, link, secret, accounts)
-        emails = {account_id: email for email, account_id in by_email.items()}
-        runtime = _BenchRuntime(replica, {"google": client}, keyring, scan_every_s=1.0)
-        started = time.monotonic()
-        task = asyncio.get_running_loop().create_task(runtime.run(), name="bench.runtime")
-        stack.push_async_callback(_cancel, task)
-        bench.runtime = task
-        await _warm_up(bench, by_email)
-        warmup_s = time.monotonic() - started
+        emails = {account_id: email for email, account_id in warmed.accounts.items()}
+        warmup_s, replica = warmed.warmup_s, bench.replica
         harness = _Harness(bench, link, harness_http, client, urls.database_url, commit_timestamps)
         appended = bench.gateway.appended
         items, lags = await _latency_phase(harness, emails, rate, duration_s)
@@ -215,7 +185,7 @@ async def measure_outbox(
         echoes = bench.gateway.appended - appended
         await bench.settle()
         # An account writes its items one after another: at most one call per account at once.
-        concurrency = min(settings.sync_concurrency, accounts)
+        concurrency = min(replica.settings.sync_concurrency, accounts)
         baseline_s = await direct_creates(
             harness_http,
             link,

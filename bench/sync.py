@@ -36,6 +36,7 @@ import anyio
 import asyncpg
 import orjson
 
+from bench.report import render
 from bench.sync_ingest import INGEST_PAGE_SIZE, IngestFigures, measure_ingest
 from bench.sync_latency import PushFigures, measure_push
 from config.logs import configure_logging
@@ -181,11 +182,7 @@ def table(figures: dict[str, Any]) -> str:
             "1..2, committed",
         ),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    width = max(map(len, figures))
-    lines += [""] + [f"{key:<{width}}  {value}" for key, value in figures.items()]
-    return "\n".join(lines)
+    return render(rows, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

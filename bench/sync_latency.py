@@ -30,6 +30,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -297,6 +298,71 @@ async def _coalesce_phase(
     return bench.gateway.appended - appended, calls, committed
 
 
+@dataclass(slots=True)
+class Warmed:
+    """A running pipeline whose accounts all synced and watch (``open_warmed_pipeline``)."""
+
+    bench: _Bench
+    link: EmulatorLink
+    harness_http: aiohttp.ClientSession  # the harness's own session (emulator control)
+    client: GoogleCalendarProvider  # the replica's Google client
+    accounts: dict[str, uuid.UUID]  # by emulator user email
+    warmup_s: float
+
+
+async def open_warmed_pipeline(
+    stack: contextlib.AsyncExitStack,
+    urls: ServiceUrls,
+    *,
+    accounts: int,
+    child_process: bool,
+    commit: str,
+    replica_id: str,
+    instrument: bool = False,
+    **settings: Any,
+) -> Warmed:
+    """The Google emulator, the gateway and a replica's runtime for the rest of ``stack``, with
+    ``accounts`` seeded, synced and watching; ``commit`` is the SQL of a row's commit time,
+    ``instrument`` records edits' commits (``_INSTRUMENT_SQL``), ``settings`` add to the
+    replica's."""
+    secret = secrets.token_urlsafe(18)
+    keyring = Keyring("bench", {"bench": generate_key()})
+    harness_http = await stack.enter_async_context(aiohttp.ClientSession())
+    link = await stack.enter_async_context(open_emulator(harness_http, child_process=child_process))
+    await migrate(urls.database_url, DEFAULT_SCHEMA)
+    gateway_url, app = await start_gateway(stack, urls)
+    replica_settings = load_settings(
+        database_url=urls.database_url,
+        redis_url=urls.redis_url,
+        monitor_enabled=False,
+        replica_id=replica_id,
+        shard_count=SHARDS,
+        public_base_url=gateway_url,
+        **settings,
+    )
+    replica = await stack.enter_async_context(open_replica(replica_settings, urls))
+    http = await stack.enter_async_context(create_session())
+    client = GoogleCalendarProvider(
+        http,
+        api_base_url=link.api_base_url,
+        token_uri=link.token_uri,
+        client_id=CLIENT_ID,
+        client_secret=secret,
+    )
+    stack.push_async_callback(client.aclose)
+    if instrument:
+        await replica.pool.execute(_INSTRUMENT_SQL)
+    bench = _Bench(replica, link, app[STATS], commit)
+    ids = await _seed(replica.pool, keyring, link, secret, accounts)
+    runtime = _BenchRuntime(replica, {"google": client}, keyring, scan_every_s=1.0)
+    started = time.monotonic()
+    task = asyncio.get_running_loop().create_task(runtime.run(), name="bench.runtime")
+    stack.push_async_callback(_cancel, task)
+    bench.runtime = task
+    await _warm_up(bench, ids)
+    return Warmed(bench, link, harness_http, client, ids, time.monotonic() - started)
+
+
 async def measure_push(
     urls: ServiceUrls,
     *,
@@ -308,44 +374,18 @@ async def measure_push(
     commit_timestamps: bool,
 ) -> PushFigures:
     """Run the push phase against the database and Redis at ``urls``; see the module doc."""
-    secret = secrets.token_urlsafe(18)
-    keyring = Keyring("bench", {"bench": generate_key()})
+    commit = "pg_xact_commit_timestamp(b.xact)" if commit_timestamps else "b.inserted_at"
     async with contextlib.AsyncExitStack() as stack:
-        harness_http = await stack.enter_async_context(aiohttp.ClientSession())
-        link = await stack.enter_async_context(
-            open_emulator(harness_http, child_process=child_process)
-        )
-        await migrate(urls.database_url, DEFAULT_SCHEMA)
-        gateway_url, app = await start_gateway(stack, urls)
-        settings = load_settings(
-            database_url=urls.database_url,
-            redis_url=urls.redis_url,
-            monitor_enabled=False,
+        warmed = await open_warmed_pipeline(
+            stack,
+            urls,
+            accounts=accounts,
+            child_process=child_process,
+            commit=commit,
             replica_id="bench-sync",
-            shard_count=SHARDS,
-            public_base_url=gateway_url,
+            instrument=True,
         )
-        replica = await stack.enter_async_context(open_replica(settings, urls))
-        http = await stack.enter_async_context(create_session())
-        client = GoogleCalendarProvider(
-            http,
-            api_base_url=link.api_base_url,
-            token_uri=link.token_uri,
-            client_id=CLIENT_ID,
-            client_secret=secret,
-        )
-        stack.push_async_callback(client.aclose)
-        await replica.pool.execute(_INSTRUMENT_SQL)
-        commit = "pg_xact_commit_timestamp(b.xact)" if commit_timestamps else "b.inserted_at"
-        bench = _Bench(replica, link, app[STATS], commit)
-        ids = await _seed(replica.pool, keyring, link, secret, accounts)
-        runtime = _BenchRuntime(replica, {"google": client}, keyring, scan_every_s=1.0)
-        started = time.monotonic()
-        task = asyncio.get_running_loop().create_task(runtime.run(), name="bench.runtime")
-        stack.push_async_callback(_cancel, task)
-        bench.runtime = task
-        await _warm_up(bench, ids)
-        warmup_s = time.monotonic() - started
+        bench, ids, warmup_s = warmed.bench, warmed.accounts, warmed.warmup_s
         edits, lags, unmatched, appended = await _edits_phase(bench, ids, edits_per_s, duration_s)
         burst_appended, list_calls, committed = await _coalesce_phase(bench, ids, notifications)
         return PushFigures(
