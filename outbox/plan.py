@@ -11,7 +11,9 @@ Per source, walking its items in id order (the queue's order):
 - merge: every other item is superseded by the next one, so the last of them (the "head") is
   what the provider must end up with; its unit completes them all. Equal versions: the later
   item wins. Upserts then cancel: one cancel. Cancel then upsert: the upsert, an update in place
-  while the event still exists (the cancel never reached the provider), else a recreation;
+  while the event still exists (the cancel never reached the provider), else a recreation; that
+  update ``overwrite``s whatever the user changed, as the cancel would have deleted it
+  (``outbox.rules.on_conflict``), so merging never changes what the provider ends up with;
 - ``applied_version`` is read as the version of the last item applied to the source, a cancel
   included: a cancelled source keeps a deleted binding as a tombstone of its version.
 
@@ -68,6 +70,9 @@ class WorkUnit:
     content: EventContent | None  # UPSERT_EVENT only
     recreate: bool  # delete the bound event (if any), then create it with generation + 1
     completes: tuple[int, ...]  # item ids, ascending
+    # A cancel folded into this upsert already withdrew the event and any user edit of it:
+    # write without the account's conflict policy.
+    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +243,15 @@ def _plan_source(
         and binding.calendar_id != head.calendar_id
     )
     recreate = bool(rebuilds) or moving
+    withdrawn = any(item.operation is Operation.CANCEL_EVENT for item in live)
     unit = WorkUnit(
-        source, head.operation, head.calendar_id, head.version, head.content, recreate, completes
+        source,
+        head.operation,
+        head.calendar_id,
+        head.version,
+        head.content,
+        recreate,
+        completes,
+        overwrite=withdrawn,
     )
     return unit, stale

@@ -89,7 +89,6 @@ class SourceModel:
     by_user: bool = False  # the provider shows the user's edit of our event
     conflicted: bool = False  # (record) a live upsert met the user's edit
     last_live: int | None = None  # the item that decided the source: it must end done
-    cancelled_in_round: bool = False
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Model:
             return
         state.top, state.last_live = request.version, item_id
         if request.operation == CANCEL:
-            state.shown, state.by_user, state.cancelled_in_round = None, False, True
+            state.shown, state.by_user = None, False
             return
         assert request.content is not None
         if state.by_user and account.policy != "local_wins":
@@ -136,11 +135,6 @@ class Model:
     def user_deleted(self, account_id: UUID, source: str) -> None:
         state = self.accounts[account_id].sources[source]
         state.shown, state.by_user = None, False
-
-    def new_round(self) -> None:
-        for account in self.accounts.values():
-            for state in account.sources.values():
-                state.cancelled_in_round = False
 
     def expected(self, account_id: UUID) -> dict[str, Shown]:
         """Per source, what the provider must show (absent: no event)."""
@@ -178,11 +172,7 @@ class Requests:
                 return Request(account_id, source, UPSERT, version, self.content(source, version))
             return Request(account_id, source, CANCEL, version, None)
         version = state.top + self.rng.randint(1, 3)
-        # With provider_wins or record, a cancel and a re-upsert of the same source within one
-        # round may be merged into one conditional update (docs/outbox.md), which keeps a
-        # user's edit the cancel should have removed: the re-upsert waits for the next round.
-        no_upsert = state.cancelled_in_round and account.policy != "local_wins"
-        if state.top >= 0 and (roll < 0.42 or no_upsert):
+        if state.top >= 0 and roll < 0.42:
             return Request(account_id, source, CANCEL, version, None)
         return Request(account_id, source, UPSERT, version, self.content(source, version))
 

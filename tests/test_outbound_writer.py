@@ -194,7 +194,8 @@ def source(source_id: str) -> SourceKey:
     return SourceKey(WORKSPACE, "task", source_id, "BLOCKER_DEADLINE")
 
 
-async def start(w: World, provider: Provider) -> Harness:
+async def start(w: World, provider: Provider, *, retry_s: float = 0.02) -> Harness:
+    """A synced account whose failed items back off ``retry_s`` at first (at most 5x that)."""
     assert w.ctx is not None
     account_id, calendar = await w.add_account(provider)
     counting = Counting(w.clients[provider])
@@ -202,8 +203,8 @@ async def start(w: World, provider: Provider) -> Harness:
         w.ctx,
         providers={**w.clients, provider: counting},
         outbox_max_attempts=3,
-        outbox_retry_initial_s=0.02,
-        outbox_retry_max_s=0.1,
+        outbox_retry_initial_s=retry_s,
+        outbox_retry_max_s=retry_s * 5,
     )
     cell = await w.start(account_id)
     await w.wait_synced(account_id, calendar)
@@ -555,3 +556,68 @@ async def test_an_echo_with_other_raw_but_our_etag_records_no_change(world: Worl
         "SELECT raw FROM events WHERE id = $1", binding.provider_event_id
     )
     assert "differently" in raw  # the echo's copy was stored all the same
+
+
+async def _failed_once(h: Harness, item_id: int) -> None:
+    """Wake the writer for ``item_id`` and wait until its first attempt failed."""
+    h.w.supervisor.post_nowait(str(h.account_id), ("outbox", None))
+
+    async def failed() -> bool:
+        return (await h.item(item_id)).attempts == 1
+
+    await wait_for(failed, f"item {item_id} failed once")
+
+
+@PROVIDERS
+async def test_a_lost_create_answer_is_adopted_before_the_next_sync(
+    world: World, provider: Provider
+) -> None:
+    # The provider made the event but its answer never arrived whole; the item backs off for
+    # a minute, and a sync (the provider's own notification of our event) runs before that.
+    h = await start(world, provider, retry_s=60.0)
+    h.control.add_fault("malformed_json", method="POST", path="*events*", count=1)
+    item_id = await h.upsert("s1", 1, "answer lost")
+    await _failed_once(h, item_id)
+    [made] = h.titled("answer lost")
+    await h.sync()
+    assert await h.changes(made["id"]) == [("created", "outbox")]  # not the user's
+    binding = await h.binding("s1")
+    assert binding.state is BindingState.LIVE and binding.provider_event_id == made["id"]
+    assert (await h.item(item_id)).state is ItemState.DONE
+    assert h.counting.calls == ["create_event", "find_bound_event"]  # no second create
+    assert len(h.titled("answer lost")) == 1
+
+
+@PROVIDERS
+async def test_a_lost_update_answer_is_adopted_before_the_next_sync(
+    world: World, provider: Provider
+) -> None:
+    h = await start(world, provider, retry_s=60.0)
+    await h.drain(await h.upsert("s1", 1, "first"))
+    event_id = (await h.binding("s1")).provider_event_id
+    assert event_id is not None
+    h.control.add_fault("malformed_json", method="*", path=f"*{event_id}*", count=1)
+    item_id = await h.upsert("s1", 2, "second")
+    await _failed_once(h, item_id)
+    await h.sync()
+    assert await h.changes(event_id) == [("created", "outbox"), ("updated", "outbox")]
+    assert (await h.item(item_id)).state is ItemState.DONE
+    assert (await h.binding("s1")).applied_version == 2
+    assert h.counting.calls[-2:] == ["update_event", "get_event"]
+
+
+@PROVIDERS
+async def test_an_uncertain_write_the_provider_does_not_show_is_retried_not_adopted(
+    world: World, provider: Provider
+) -> None:
+    h = await start(world, provider, retry_s=60.0)
+    kind, _ = FAULTS[(provider, "500")]  # refused before anything was made
+    h.control.add_fault(kind, method="POST", path="*events*", count=1)
+    item_id = await h.upsert("s1", 1, "not made")
+    await _failed_once(h, item_id)
+    await h.sync()
+    item = await h.item(item_id)
+    assert item.state is ItemState.PENDING and item.attempts == 1  # left to its own retry
+    assert (await h.binding("s1")).state is BindingState.CREATING
+    assert h.counting.calls == ["create_event", "find_bound_event"]
+    assert h.titled("not made") == []

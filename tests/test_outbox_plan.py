@@ -133,8 +133,15 @@ def test_a_cancel_then_a_newer_upsert_updates_the_event_still_there() -> None:
     (unit,) = result.units
     assert (unit.operation, unit.content, unit.completes) == (UPSERT, content("back"), (1, 2))
     assert steps(unit, bound(A, 1)) == (Step.UPDATE,)  # the cancel never reached the provider
+    # The cancel would have deleted a user's edit: the update overwrites it, whatever the policy.
+    assert unit.overwrite
     # Once the cancel was applied, the upsert recreates under a new generation.
     assert steps(unit, bound(A, 2, DELETED)) == (Step.RECREATE,)
+
+
+def test_upserts_alone_leave_a_users_edit_to_the_conflict_policy() -> None:
+    (unit,) = plan([upsert(1, A, 2), upsert(2, A, 3)], by_key(bound(A, 1))).units
+    assert not unit.overwrite
 
 
 def test_a_late_upsert_below_an_applied_cancel_is_stale() -> None:

@@ -179,7 +179,6 @@ async def test_outbox_writes_converge_to_the_intended_calendar(
         crashes = 0
         for round_ in range(ROUNDS):
             script.append(f"-- round {round_}")
-            model.new_round()
             if round_ > 0:
                 edits += await user_edits(pipeline, model, rng, script)
             crashes += await requests_round(pipeline, model, requests, script)

@@ -433,6 +433,10 @@ class AccountActor(Actor[object]):
     async def _sync_calendar(self, state: CalendarState, *, full: bool) -> None:
         """Page one calendar to its delta token, committing each page with its continuation."""
         self.set_status(f"syncing {state.id}")
+        if self.outbound is not None:
+            # A write whose answer was lost may have applied: adopt it first, so this sync
+            # sees the event as our echo instead of reporting it as the user's change.
+            await self.outbound.settle_uncertain()
         fresh = state.delta_token is None and state.sync_cursor is None
         if full or fresh:
             state = await self._start_round(state.id)

@@ -13,7 +13,12 @@ Invariants:
   hold ends, also across posts; auth: the error propagates and the actor parks, items pending);
 - stored errors go through the log redactor, so no secret reaches ``last_error``;
 - ``drain`` answers when it should run next (the earliest pending item, or the hold's end), so
-  the actor arms one deadline instead of polling.
+  the actor arms one deadline instead of polling;
+- a write whose outcome is unknown (a lost answer: timeout, 5xx, unreadable body) may have
+  applied; its source stays ``uncertain`` until ``settle_uncertain`` (run before every sync)
+  asked the provider, so a sync never reports our own write as the user's change. A new
+  incarnation starts with every source that failed before (or whose create is unknown)
+  uncertain: the last one may have died mid-write.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import structlog
 from actors.account.calls import AccountCalls
 from actors.account.outbound_steps import UnitSteps
 from config.redact import redact_text
-from outbox.model import Binding, Operation, OutboxItem, SourceKey
+from outbox.model import Binding, BindingState, Operation, OutboxItem, SourceKey
 from outbox.plan import Plan, WorkUnit, plan
 from outbox.retry import (
     DeadLetter,
@@ -60,7 +65,7 @@ STALE = "stale: a newer version of the source was applied or queued"
 class OutboundWriter:
     """The outbox writer of one actor incarnation (the hold it keeps dies with it)."""
 
-    __slots__ = ("batch", "calls", "held_until", "policy")
+    __slots__ = ("batch", "calls", "held_until", "policy", "uncertain")
 
     def __init__(
         self,
@@ -77,6 +82,8 @@ class OutboundWriter:
         self.batch = batch
         self.policy = RetryPolicy(retry_initial_s, retry_max_s, max_attempts)
         self.held_until: datetime | None = None  # throttled: no provider call before then
+        # Sources whose last write may have applied unseen; None: not known yet (see top).
+        self.uncertain: set[SourceKey] | None = None
 
     async def drain(self) -> datetime | None:
         """Write one batch of due items; when to drain next (None: nothing pending)."""
@@ -91,6 +98,36 @@ class OutboundWriter:
         if due is None or held_until is None:
             return due
         return max(due, held_until)
+
+    async def settle_uncertain(self) -> None:
+        """Adopt what writes of unknown outcome did at the provider (reads only), so the next
+        sync sees those events as our echo; cheap when nothing is uncertain."""
+        if self.uncertain is not None and not self.uncertain:
+            return
+        ctx, account_id = self.calls.ctx, self.calls.account.id
+        if self.held_until is not None and ctx.clock() < self.held_until:
+            return  # throttled: the sync about to run waits as well
+        items = await pending_items(ctx.pool, account_id, limit=self.batch)
+        bindings = await self._bindings(items) if items else {}
+        work = plan(items, bindings)
+        uncertain = self.uncertain
+        if uncertain is None:  # the last incarnation's: anything tried, or created unseen
+            tried = {item.source for item in items if item.attempts > 0}
+            uncertain = tried | {
+                source
+                for source, binding in bindings.items()
+                if binding.state is BindingState.CREATING
+            }
+        runner = UnitSteps(self.calls, self._fenced)
+        settled: set[int] = set()
+        for index, unit in enumerate(work.units):
+            if unit.source not in uncertain:
+                continue
+            finished = _newly_finished(work, settled, index)
+            if await runner.settle(unit, bindings.get(unit.source), finished):
+                settled.add(index)
+        # What the provider does not show was not applied: the item's own retry writes it.
+        self.uncertain = set()
 
     async def _write(self, items: Sequence[OutboxItem], now: datetime) -> datetime | None:
         """Plan ``items`` (pending, due or not) and write the units all of whose items are due
@@ -143,6 +180,8 @@ class OutboundWriter:
         """Record a failed unit as ``outbox.retry`` decides; the end of an account hold it
         starts (throttled), else None: the drain goes on."""
         failure = classify(error)
+        if failure.error is ErrorClass.TRANSIENT and self.uncertain is not None:
+            self.uncertain.add(unit.source)  # a lost answer: the write may have applied
         if failure.error is ErrorClass.AUTH:
             raise error  # the actor parks as for a sync; the items stay pending as they are
         if failure.error in (ErrorClass.CONFLICT, ErrorClass.GONE):

@@ -10,7 +10,9 @@ Invariants:
   ``events`` (change origin ``outbox``) and the items it finishes, together;
 - between a DELETE and its recreation the binding goes straight to its next generation, never
   to ``deleted``; only a direct GET answering "gone" leads an update to a recreation;
-- a provider error that these rules do not settle propagates to the caller (retry decisions).
+- a provider error that these rules do not settle propagates to the caller (retry decisions);
+- ``settle`` only reads: it adopts what a write of unknown outcome already did at the provider
+  (a lost answer) and never writes, so it may run before a sync whatever the item's backoff.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from uuid import UUID
 
 from actors.account.calls import AccountCalls
 from actors.account.outbound_faults import AFTER_BINDING, AFTER_PROVIDER_WRITE, fault_point
-from outbox.model import Binding, ConflictPolicy, EventContent, Operation
+from outbox.model import Binding, BindingState, ConflictPolicy, EventContent, Operation
 from outbox.plan import Step, WorkUnit, steps
 from outbox.rules import (
     AfterGet,
@@ -119,6 +121,36 @@ class UnitSteps:
         await fault_point(AFTER_PROVIDER_WRITE)  # tests only: off unless installed
         await self._record(unit, content, outcome, finished)
 
+    async def settle(
+        self, unit: WorkUnit, binding: Binding | None, finished: Sequence[int]
+    ) -> bool:
+        """Record ``unit`` as done if the provider already shows it (a write whose answer was
+        lost did apply); False, calling nothing more, when it does not or cannot tell."""
+        if binding is None or unit.recreate or binding.state is BindingState.DELETED:
+            return False
+        event_id = binding.provider_event_id
+        if unit.operation is Operation.CANCEL_EVENT:
+            if event_id is None or await self._get(binding.calendar_id, event_id) is not None:
+                return False
+            async with self.fenced() as conn:
+                await mark_deleted(conn, binding.id, applied_version=unit.version)
+                await mirror_removal(conn, self.account_id, binding.calendar_id, event_id)
+                await mark_done(conn, finished)
+            return True
+        content = unit.content
+        assert content is not None  # plan: an upsert unit always carries its content
+        if event_id is None:  # a create: only the binding id it carries can find it
+            provider, calendar_id = self.calls.provider, binding.calendar_id
+            found = await self.calls.call(
+                lambda token: provider.find_bound_event(token, calendar_id, str(binding.id))
+            )
+        else:
+            found = await self._get(binding.calendar_id, event_id)
+        if found is None or not says(found, content):
+            return False
+        await self._record(unit, content, Outcome(binding, found), finished)
+        return True
+
     # -- provider calls ---------------------------------------------------------------------------
 
     async def _create(self, binding: Binding, content: EventContent, *, probe: bool) -> Outcome:
@@ -178,7 +210,11 @@ class UnitSteps:
             # It already says what we want: our own earlier write whose commit was lost (a
             # crash or takeover between the provider's answer and ours), not a user's edit.
             return Outcome(binding, current)
-        action = on_conflict(await self._conflict_policy())
+        action = (
+            ConflictAction.OVERWRITE
+            if unit.overwrite
+            else on_conflict(await self._conflict_policy())
+        )
         if action is ConflictAction.OVERWRITE:
             event = await self.calls.call(
                 lambda token: provider.update_event(token, calendar_id, event_id, draft)
