@@ -112,12 +112,14 @@ class OutboundWriter:
         work = plan(items, bindings)
         uncertain = self.uncertain
         if uncertain is None:  # the last incarnation's: anything tried, or created unseen
-            tried = {item.source for item in items if item.attempts > 0}
-            uncertain = tried | {
+            uncertain = {
+                item.source for item in items if item.attempts > 0 and item.source is not None
+            }
+            uncertain.update(
                 source
                 for source, binding in bindings.items()
                 if binding.state is BindingState.CREATING
-            }
+            )
         runner = UnitSteps(self.calls, self._fenced)
         settled: set[int] = set()
         for index, unit in enumerate(work.units):
