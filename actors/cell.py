@@ -16,7 +16,9 @@ Invariants:
   it serves, the end of its backoff while it waits to restart, ``inf`` for never;
 - ``scheduled_at <= wake_at``: the supervisor's heap holds a live entry for the cell at
   ``scheduled_at``, so a waiting child needs one future and no timer of its own;
-- only the loop thread touches a cell; other threads read snapshots taken on the loop.
+- only the loop thread touches a cell; other threads read snapshots taken on the loop;
+- ``recent_errors`` keeps the last ``RECENT_ERRORS`` crashes, newest last, and like ``info``
+  (what the actor tells the monitor about itself) outlives incarnations; both are None until used.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from actors.errors import ActorUnavailable, MailboxFull
@@ -50,6 +53,24 @@ class CellHost(Protocol):
 M = TypeVar("M")
 
 INF = math.inf
+RECENT_ERRORS = 5  # crashes kept per cell, with their tracebacks
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One crash of a child: when (wall clock), what, and its traceback."""
+
+    at: float
+    error: str
+    traceback: str | None
+
+
+@dataclass(slots=True)
+class ActorInfo:
+    """What an actor tells the monitor about itself; kept by the cell across incarnations."""
+
+    provider: str | None = None
+    last_sync_at: float | None = None  # wall clock of the last successful sync
 
 
 class ActorState(enum.Enum):
@@ -80,12 +101,14 @@ class ActorCell(Generic[M]):
         "exit_requested",
         "host",
         "id",
+        "info",
         "last_activity",
         "last_error",
         "last_traceback",
         "mailbox",
         "posts",
         "probe",
+        "recent_errors",
         "restarts",
         "scheduled_at",
         "spec",
@@ -118,6 +141,8 @@ class ActorCell(Generic[M]):
         self.restarts = 0
         self.last_error: str | None = None
         self.last_traceback: str | None = None
+        self.recent_errors: deque[ErrorRecord] | None = None  # allocated by the first crash
+        self.info: ActorInfo | None = None  # allocated by the actor's first ``describe``
         # One float shared by a batch of cells started together saves 24 bytes per idle cell.
         self.last_activity = time.time() if created_at is None else created_at
         self.stop_requested = False
@@ -134,6 +159,23 @@ class ActorCell(Generic[M]):
     def items(self) -> tuple[tuple[str, object], ...]:
         """Log fields of the child, so the cell itself serves as its task's log context."""
         return (("actor", self.id), ("kind", self.spec.kind))
+
+    def remember_error(self, at: float) -> None:
+        """Add the crash just recorded in ``last_error``/``last_traceback`` to the ring."""
+        ring = self.recent_errors
+        if ring is None:
+            ring = self.recent_errors = deque(maxlen=RECENT_ERRORS)
+        ring.append(ErrorRecord(at, self.last_error or "", self.last_traceback))
+
+    def describe(self, *, provider: str | None = None, last_sync_at: float | None = None) -> None:
+        """Update what the monitor shows about the actor; a None argument keeps its value."""
+        info = self.info
+        if info is None:
+            info = self.info = ActorInfo()
+        if provider is not None:
+            info.provider = provider
+        if last_sync_at is not None:
+            info.last_sync_at = last_sync_at
 
     # -- sending ---------------------------------------------------------------------------
 

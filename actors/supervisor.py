@@ -44,6 +44,7 @@ from actors.restart_gate import RestartGate
 from actors.spec import ChildSpec
 from actors.wakeups import WakeupScheduler
 from config.logs import log_context
+from metrics import events as metrics
 
 M = TypeVar("M")
 
@@ -225,6 +226,22 @@ class Supervisor:
             self.registry.add(cell)  # still quarantined, still visible
             raise
 
+    async def restart_child(self, child_id: str) -> ActorCell[Any]:
+        """Stop one child and start it again from its spec (fresh state and budget)."""
+        cell = self._cell(child_id)
+        await self.stop_child(child_id)
+        return await self.start_child(child_id, cell.spec)
+
+    async def quarantine_child(self, child_id: str, reason: str) -> ActorCell[Any]:
+        """Stop one child and park it as quarantined (the quarantine hook runs) until released."""
+        cell = self._cell(child_id)
+        if cell.state is not ActorState.QUARANTINED:
+            await self._stop_cells([cell], self.shutdown_timeout_s)
+            self._finish(cell, ActorState.QUARANTINED)
+            cell.status = reason
+            await self._quarantined(cell, reason)
+        return cell
+
     # -- shutdown ----------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
@@ -375,6 +392,7 @@ class Supervisor:
                     self._finish(cell, ActorState.STOPPED)
                     return
                 cell.restarts += 1
+                metrics.actor_restarts.labels(cell.spec.kind).inc()
         except asyncio.CancelledError:
             self._cancelled(cell)
             raise
@@ -395,6 +413,7 @@ class Supervisor:
         tb = "".join(traceback.format_exception(crash))
         cell.last_traceback = tb[-_MAX_TRACEBACK_CHARS:]
         cell.last_activity = time.time()
+        cell.remember_error(cell.last_activity)
         # A warning: the restart policy handles it; quarantine and escalation log as errors.
         log.warning("actor crashed", actor=cell.id, kind=cell.spec.kind, exc_info=crash)
 
@@ -429,8 +448,8 @@ class Supervisor:
         cell.set_wake_at(now + self.policy.backoff_s(attempt, self._rng))
         return True
 
-    async def _quarantined(self, cell: ActorCell[Any]) -> None:
-        reason = cell.last_error or "exited too often"
+    async def _quarantined(self, cell: ActorCell[Any], reason: str | None = None) -> None:
+        reason = reason or cell.last_error or "exited too often"
         log.error(
             "actor quarantined",
             actor=cell.id,

@@ -34,6 +34,8 @@ _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Key ids are stored next to ciphertexts, so keep them short and boring.
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AES_KEY_BYTES = 32
+_MIN_STATE_SECRET_LEN = 32
+_SHA256_HEX_RE = re.compile(r"[0-9a-fA-F]{64}")
 _SETTINGS_ERROR_FIELD_RE = re.compile(r'field "([A-Za-z0-9_]+)"')
 
 
@@ -62,6 +64,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
+        # ``IW_PUBLIC_BASE_URL=`` (as compose files and manifests write an unused one) means
+        # unset, not the empty string.
+        env_ignore_empty=True,
         extra="forbid",
         hide_input_in_errors=True,
     )
@@ -81,6 +86,10 @@ class Settings(BaseSettings):
     monitor_port: int = Field(default=20101, ge=0, le=65535)  # aiomonitor's telnet port
     monitor_webui_port: int = Field(default=20102, ge=0, le=65535)  # aiomonitor's defaults
     monitor_console_port: int = Field(default=20103, ge=0, le=65535)
+    # The replica's ops server: /healthz, /readyz, /metrics (docs/metrics.md); 0: any free port.
+    ops_enabled: bool = True
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9108, ge=0, le=65535)
     mailbox_capacity: int = Field(default=1000, ge=1)
     restart_max: int = Field(default=5, ge=0)
     restart_period_s: float = Field(default=60.0, gt=0)
@@ -102,6 +111,21 @@ class Settings(BaseSettings):
     )
     # Non-primary calendars sync through calendarView delta, which Graph documents only in beta.
     microsoft_sync_other_calendars: bool = False
+    # OAuth connect flow (docs/oauth-connect.md), off by default: GET /oauth/{provider}/start and
+    # /callback sign a user in at the provider and create the account. Our public base URL (the
+    # provider redirects to <base>/oauth/<provider>/callback, registered with the provider),
+    # the HMAC key of the state cookie (required when enabled, at least 32 characters), how
+    # long a started flow may take, and where the browser goes on success (None: JSON answer).
+    oauth_connect_enabled: bool = False
+    oauth_redirect_base_url: str | None = Field(default=None, validate_default=True)
+    oauth_state_secret: SecretStr | None = Field(default=None, validate_default=True)
+    oauth_state_max_age_s: float = Field(default=600.0, gt=0)
+    oauth_success_redirect_url: str | None = None
+    google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    # openid + email: the id_token's verified email names the account.
+    google_connect_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "https://www.googleapis.com/auth/calendar"]
+    )
     # Extra CA certificates to trust (a test identity server / Graph emulator); system CAs stay.
     ca_bundle: Path | None = None
     gateway_host: str = "127.0.0.1"  # the webhook gateway's listen address (behind a TLS proxy)
@@ -109,6 +133,12 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1)  # larger bodies are refused (413)
     # The gateway as the providers reach it (HTTPS in production); None: no push, polling only.
     public_base_url: str | None = None
+    # The admin HTTP API (``integration-worker api``, docs/admin-api.md): its listen address
+    # and the hex SHA-256 of each accepted bearer token (``integration-worker api hash-token``
+    # makes one), so no token is ever written in configuration. Empty: the API refuses to start.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8082, ge=0, le=65535)
+    api_token_hashes: list[str] = Field(default_factory=list)
     # The providers' request quotas, shared by every replica (token buckets in Redis): Google's
     # per project per minute, Graph's per app per mailbox per 10 minutes. Raise them only
     # where the provider raised them for the project (or for an emulator).
@@ -148,6 +178,18 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=10, ge=1)
     outbox_retention_days: int = Field(default=30, ge=1)
     outbox_poll_s: float = Field(default=60.0, gt=0)
+    # Cluster-wide maintenance (docs/maintenance.md): the replica holding the maintenance lease
+    # runs the daily cleanup and the hourly audit. Off: this replica never takes the lease.
+    maintenance_enabled: bool = True
+    # The lease's TTL (renewed at a third of it, like the shard leases), and how long a replica
+    # that just took it waits before running a job (lets a starting replica settle).
+    maintenance_lease_ttl_s: float = Field(default=30.0, gt=0)
+    maintenance_start_delay_s: float = Field(default=60.0, ge=0)
+    # The audit: a calendar not synced within this many sync_poll_s periods is stale (the
+    # poll is jittered, so 1 would flag healthy accounts); a push channel lapsing sooner than
+    # this margin counts as missing.
+    maintenance_stale_factor: float = Field(default=2.0, gt=1)
+    maintenance_channel_margin_s: float = Field(default=3600.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -209,6 +251,39 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a key of {ENV_PREFIX}ENCRYPTION_KEYS")
         return value
 
+    @field_validator("oauth_state_secret")
+    @classmethod
+    def _check_oauth_connect(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if not info.data.get("oauth_connect_enabled"):
+            return value
+        if value is None or len(value.get_secret_value()) < _MIN_STATE_SECRET_LEN:
+            raise ValueError(
+                f"at least {_MIN_STATE_SECRET_LEN} characters required when "
+                f"{ENV_PREFIX}OAUTH_CONNECT_ENABLED is set"
+            )
+        return value
+
+    @field_validator("oauth_redirect_base_url")
+    @classmethod
+    def _check_redirect_base(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not info.data.get("oauth_connect_enabled"):
+            return value
+        if value is None or urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(
+                f"an http(s) URL required when {ENV_PREFIX}OAUTH_CONNECT_ENABLED is set"
+            )
+        return value.rstrip("/")
+
+    @field_validator("api_token_hashes")
+    @classmethod
+    def _check_token_hashes(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if not _SHA256_HEX_RE.fullmatch(digest):
+                raise ValueError("each entry must be a hex SHA-256 (64 hex digits)")
+        return [digest.lower() for digest in value]
+
     @field_validator("restart_backoff_max_s")
     @classmethod
     def _check_backoff(cls, value: float, info: ValidationInfo) -> float:
@@ -229,7 +304,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret string, for registration with the log redactor."""
         values: list[str] = [v.get_secret_value() for v in self.encryption_keys.values()]
-        for secret in (self.google_client_secret, self.microsoft_client_secret):
+        for secret in (
+            self.google_client_secret,
+            self.microsoft_client_secret,
+            self.oauth_state_secret,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
         for url in (self.database_url, self.redis_url):

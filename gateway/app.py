@@ -10,7 +10,9 @@ Invariants:
 - statuses (docs/streams.md): Google 202 appended, 200 verified sync (not appended), 400
   malformed, 403 bad token or resource id, 404 unknown channel, 410 expired channel, 413 body too
   large; Graph 200 handshake, 202 when at least one item was appended or none was rejected,
-  403 when every item was rejected, 400, 413, 415 for a non-JSON content type.
+  403 when every item was rejected, 400, 413, 415 for a non-JSON content type;
+- ``/healthz`` probes nothing, ``/readyz`` probes Postgres and Redis, ``/metrics`` renders the
+  process's metrics (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.limits import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_body
 from gateway.streams import StreamEntry, append, entry_for
 from gateway.verify import Rejection, plausible_id, verify
+from metrics import events as metrics
+from metrics.health import probe_all, probe_postgres, probe_redis, readiness
 from providers.errors import InvalidNotification
 from providers.google import notifications as google
 from providers.microsoft import notifications as microsoft
@@ -45,6 +50,8 @@ GOOGLE_PATH = "/webhooks/google"
 MICROSOFT_PATH = "/webhooks/microsoft"
 MICROSOFT_LIFECYCLE_PATH = "/webhooks/microsoft/lifecycle"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 DEFAULT_TIMEOUT_S = 2.0  # under Graph's 3 s delivery budget, so a slow Redis is a 503, not slow
 
 # Google treats any status but 2xx/5xx as a failed message and does not retry it.
@@ -108,11 +115,13 @@ class _Gateway:
 
     def _refuse(self, provider: str, reason: Rejection, status: int) -> web.Response:
         self._stats.reject(reason)
+        metrics.notifications_rejected.labels(provider, reason.value).inc()
         log.info("request refused", provider=provider, reason=reason.value, status=status)
         return _empty(status)
 
     def _drop(self, provider: str, notification: Notification, reason: Rejection) -> None:
         self._stats.reject(reason)
+        metrics.notifications_rejected.labels(provider, reason.value).inc()
         # An implausible id is attacker-chosen text; only a well-formed one is worth logging.
         channel_id = notification.channel_id if plausible_id(notification.channel_id) else None
         log.info(
@@ -142,6 +151,7 @@ class _Gateway:
         except InvalidNotification:
             return self._refuse("google", Rejection.MALFORMED, 400)
         self._stats.received += 1
+        metrics.notifications_received.labels("google").inc()
         received_at = self._clock()
         async with asyncio.timeout(self._timeout_s):
             channel = None
@@ -182,6 +192,7 @@ class _Gateway:
         except InvalidNotification:
             return self._refuse("microsoft", Rejection.MALFORMED, 400)
         self._stats.received += len(notifications)
+        metrics.notifications_received.labels("microsoft").inc(len(notifications))
         received_at = self._clock()
         entries: list[StreamEntry] = []
         async with asyncio.timeout(self._timeout_s):
@@ -202,6 +213,20 @@ class _Gateway:
         """``GET /healthz``: the process serves requests (dependencies are not probed)."""
         return web.json_response({"status": "ok"})
 
+    async def ready(self, _request: web.Request) -> web.Response:
+        """``GET /readyz``: 200 when Postgres and Redis answer, else 503 naming the failures."""
+        checks = await probe_all(
+            {"postgres": probe_postgres(self._pool), "redis": probe_redis(self._redis)}
+        )
+        status, body = readiness(checks)
+        return web.json_response(body, status=status)
+
+    async def scrape(self, _request: web.Request) -> web.Response:
+        """``GET /metrics``: the process's metrics in Prometheus' text format."""
+        return web.Response(
+            body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+        )
+
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -221,10 +246,12 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except (TimeoutError, *_DEPENDENCY_ERRORS) as exc:
         stats.unavailable += 1
+        metrics.gateway_unavailable.inc()
         log.warning("dependency unavailable", path=request.path, error=type(exc).__name__)
         return _empty(503)
     except Exception:
         stats.unavailable += 1
+        metrics.gateway_unavailable.inc()
         log.exception("unexpected error", path=request.path)
         return _empty(503)
     finally:
@@ -259,4 +286,6 @@ def create_app(
     app.router.add_post(MICROSOFT_PATH, gateway.microsoft)
     app.router.add_post(MICROSOFT_LIFECYCLE_PATH, gateway.microsoft)
     app.router.add_get(HEALTH_PATH, gateway.health)
+    app.router.add_get(READY_PATH, gateway.ready)
+    app.router.add_get(METRICS_PATH, gateway.scrape)
     return app

@@ -4,7 +4,8 @@ Invariants:
 - one ``ClientSession`` per replica with per-host connection limits; every call has a timeout;
 - transport failures (connection errors, timeouts, unreadable bodies) become ``Transient``;
   HTTP statuses are returned as they are: mapping them is each provider's job;
-- nothing here retries: the actor owns retry policy.
+- nothing here retries: the actor owns retry policy;
+- every call is counted here (``metrics.events``): by status code, throttles, no answer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from metrics import events as metrics
 from providers.errors import Transient
 
 
@@ -103,10 +105,13 @@ async def send(
             data=data if form is None else form,
         ) as response:
             body = await response.read()
+            metrics.record_provider_answer(provider, response.status)
             return HttpResponse(response.status, response.headers, body)
     except TimeoutError as exc:
+        metrics.record_provider_transport_error(provider)
         raise Transient(f"{method} timed out", provider=provider) from exc
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        metrics.record_provider_transport_error(provider)
         # The exception text may hold the URL with query parameters; keep only its type.
         raise Transient(f"{method} failed: {type(exc).__name__}", provider=provider) from None
 

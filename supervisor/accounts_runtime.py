@@ -13,7 +13,9 @@ Invariants:
 - accounts added, re-activated or disabled while running are picked up by a periodic scan;
 - an outbox insert wakes its account's actor through LISTEN/NOTIFY (a dedicated connection);
   a poll of the accounts running here, run at once after every (re)connect of the listener,
-  covers notifications missed while it was down; finished items past retention are removed daily;
+  covers notifications missed while it was down;
+- the maintenance scheduler runs in every replica; only the maintenance lease's holder runs the
+  daily cleanup and the hourly audit (``supervisor.maintenance``), and a clean stop releases it;
 - the scan, the inbox and the relay each restart after a Postgres or Redis outage
   (``run_resilient``) instead of ending the replica;
 - after a scan started actors, the heap is collected and frozen (``settle_heap``), so full
@@ -50,11 +52,12 @@ from store.change_feed import run_relay
 from store.channels import list_channels_many
 from store.credentials import load_credentials_many
 from store.crypto import Keyring
+from store.preferences import load_preferences
 from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.inbox import Inbox, InboxEntry
 from supervisor.lease_state import LeasePolicy, StartPacer
 from supervisor.leases import LeaseStore
-from supervisor.outbox_maintenance import run_outbox_maintenance
+from supervisor.maintenance import scheduler_from_settings
 from supervisor.outbox_wakeups import DueItemsPoll, open_listener, run_outbox_wakeups
 from supervisor.replica import Replica
 from supervisor.resilient import run_resilient
@@ -75,7 +78,15 @@ def request_budgets(settings: Settings) -> tuple[BucketSpec, BucketSpec]:
 
 
 # What an inbox entry's kind asks of the actor (push renewal keys join with the push work).
-_POST_KINDS = {"changed": "changed", "resync": "resync", "removed": "resync"}
+# ``sync-now`` comes from the admin API (no calendar): a sync of every calendar.
+_POST_KINDS = {
+    "changed": "changed",
+    "resync": "resync",
+    "removed": "removed",  # a new channel, then an incremental sync of what it missed
+    "reauthorize": "reauthorize",
+    "sync-now": "sync-now",
+    "preferences": "preferences",  # the admin API changed them: the actor reloads them
+}
 
 
 def providers_from_settings(
@@ -179,10 +190,15 @@ class AccountsRuntime:
             "accounts.scan": partial(self._scan_forever, spec),
             "accounts.inbox": partial(inbox.run, self.owned),
             "accounts.relay": partial(run_relay, pool, redis),
-            "accounts.outbox_cleanup": partial(
-                run_outbox_maintenance, pool, timedelta(days=settings.outbox_retention_days)
-            ),
         }
+        # Cleanup and audit run once per period across the cluster, by the maintenance lease's
+        # holder (docs/maintenance.md); every replica runs the scheduler, one holds the lease.
+        maintenance = None
+        if settings.maintenance_enabled:
+            maintenance = scheduler_from_settings(
+                settings, pool, redis, lease_redis=lease_redis, providers=frozenset(self.providers)
+            )
+            loops["accounts.maintenance"] = maintenance.run
         # Outbox inserts wake their actor at once (LISTEN/NOTIFY); a poll covers what a lost
         # listener missed, and runs at once after every (re)connect of the listener.
         poll = DueItemsPoll(pool, self._running_accounts, self._wake_outbox, settings.outbox_poll_s)
@@ -192,12 +208,19 @@ class AccountsRuntime:
             loops["accounts.outbox_wakeups"] = partial(
                 run_outbox_wakeups, connect, self._wake_outbox, poll.poke
             )
+        monitor = self.replica.monitor
+        if monitor is not None:  # its account and shard commands work from now on
+            monitor.attach_accounts(pool, keeper)
         try:
             async with anyio.create_task_group() as group:
                 for name, loop in loops.items():
                     group.start_soon(run_resilient, name, loop, name=name)
         finally:
+            if monitor is not None:
+                monitor.detach_accounts()
             with anyio.CancelScope(shield=True):
+                if maintenance is not None:
+                    await maintenance.shutdown()
                 await keeper.shutdown()
 
     async def start_shard(self, shard: int, epoch: int) -> None:
@@ -288,14 +311,19 @@ class AccountsRuntime:
             self._report_started()
 
     async def _preload(self, batch: list[Account]) -> None:
-        """Read the batch's credentials and channels in two queries for the actors' first start."""
+        """Read the batch's credentials, channels and preferences (a query each) for the actors'
+        first start."""
         ids = [account.id for account in batch]
         pool = self.replica.pool
         credentials = await load_credentials_many(pool, self.keyring, ids)
         channels = await list_channels_many(pool, ids)
+        preferences = await load_preferences(pool, ids)
         for account in batch:
             self._preloaded[str(account.id)] = Preloaded(
-                account, credentials.get(account.id), channels.get(account.id, [])
+                account,
+                credentials.get(account.id),
+                channels.get(account.id, []),
+                preferences.get(account.id),
             )
 
     def _report_started(self) -> None:

@@ -23,7 +23,9 @@ from store.db import create_pool
 from store.migrate import migrate
 from supervisor.accounts_runtime import AccountsRuntime, providers_from_settings
 from supervisor.demo import DEFAULT_EVENTS, run_demo
+from supervisor.doctor import add_doctor_command
 from supervisor.operator_commands import OperatorError, add_operator_commands
+from supervisor.ops_server import open_ops_server
 from supervisor.outbox_commands import add_outbox_commands
 from supervisor.replica import open_replica
 from supervisor.services import open_services
@@ -62,8 +64,10 @@ async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
     ):
         providers = providers_from_settings(settings, http)
         log.info("replica running", replica=settings.replica_id, providers=sorted(providers))
+        runtime = AccountsRuntime(replica, providers, Keyring(active, keys))
         try:
-            await AccountsRuntime(replica, providers, Keyring(active, keys)).run()
+            async with open_ops_server(settings, replica, lambda: runtime.keeper):
+                await runtime.run()
         finally:
             for provider in providers.values():
                 await provider.aclose()
@@ -116,6 +120,31 @@ async def _gateway(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+async def _api(settings: Settings, args: argparse.Namespace) -> None:
+    # Imported here: only the admin API process needs it.
+    from admin.app import require_token_hashes  # noqa: PLC0415
+    from admin.serve import serve  # noqa: PLC0415
+
+    require_token_hashes(settings)  # ConfigError (exit 2) before anything opens
+    active, keys = settings.keyring_material()  # connecting an account stores its token
+    await serve(
+        settings,
+        Keyring(active, keys),
+        host=settings.api_host if args.host is None else args.host,
+        port=settings.api_port if args.port is None else args.port,
+    )
+
+
+async def _api_hash_token(_settings: Settings, _args: argparse.Namespace) -> None:
+    from admin.auth import hash_token  # noqa: PLC0415
+
+    token = (await anyio.to_thread.run_sync(sys.stdin.read)).strip()
+    if not token:
+        raise OperatorError("no token on stdin")
+    register_secrets([token])
+    print(hash_token(token))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="integration-worker",
@@ -153,8 +182,17 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default=None, help="listen address (IW_GATEWAY_HOST)")
     gateway.add_argument("--port", type=int, default=None, help="listen port (IW_GATEWAY_PORT)")
     gateway.set_defaults(run=_gateway)
+    api = commands.add_parser("api", help="run the admin HTTP API (docs/admin-api.md)")
+    api.add_argument("--host", default=None, help="listen address (IW_API_HOST)")
+    api.add_argument("--port", type=int, default=None, help="listen port (IW_API_PORT)")
+    api.set_defaults(run=_api)
+    api_sub = api.add_subparsers(dest="api_command")
+    api_sub.add_parser(
+        "hash-token", help="read a bearer token on stdin, print its hash for IW_API_TOKEN_HASHES"
+    ).set_defaults(run=_api_hash_token)
     add_operator_commands(commands)
     add_outbox_commands(commands)
+    add_doctor_command(commands)
     emulator = commands.add_parser("emulator", help="run a provider emulator on loopback")
     emulator.add_argument(
         "provider", choices=["google", "microsoft"], help="which provider to emulate"

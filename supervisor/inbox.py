@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from gateway.streams import notifications_key
+from metrics import events as metrics
 
 log = structlog.get_logger("supervisor.inbox")
 
@@ -265,6 +266,7 @@ class Inbox:
             self.statistics.delivered += 1
             if self.route(entry):
                 routed += 1
+                metrics.observe_stream_lag(fields.get(b"received_at") or fields.get("received_at"))
                 log.debug(
                     "notification consumed",
                     stream=notifications_key(shard),

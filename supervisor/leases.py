@@ -40,8 +40,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-# KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. 1 if extended, 0 if no longer ours.
-_RENEW = """
+# KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. 1 if extended, 0 if no longer ours (also the
+# maintenance lease's).
+RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -49,7 +50,7 @@ return 0
 """
 
 # KEYS[1] lease; ARGV[1] holder. 1 if deleted, 0 if it was not ours.
-_RELEASE = """
+RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -107,8 +108,8 @@ class LeaseStore:
         self.replica_id = replica_id
         self.holder = f"{replica_id}/{secrets.token_hex(8)}"
         self.ttl_ms = max(1, round(ttl_s * 1000))
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
         self._heartbeat = redis.register_script(_HEARTBEAT)
 
     async def heartbeat(self) -> Membership:

@@ -134,9 +134,10 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
                     console_port=settings.monitor_console_port,
                     locals_={"supervisor": supervisor},
                 )
-                log.info(
-                    "monitor listening", host=settings.monitor_host, port=settings.monitor_port
-                )
+                if monitor is not None:
+                    log.info(
+                        "monitor listening", host=settings.monitor_host, port=settings.monitor_port
+                    )
             try:
                 yield Replica(
                     settings,

@@ -29,6 +29,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from metrics import events as metrics
 from store.db import PgPool
 from store.fencing import take_shards
 from supervisor.assignment import assign, plan
@@ -83,6 +84,7 @@ class ShardKeeper:
     epochs: dict[int, int] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     statistics: KeeperStatistics = field(default_factory=KeeperStatistics)
+    heartbeat_ok: bool = False  # the last heartbeat answered (readiness: a live member)
     _claim_at: dict[int, float] = field(default_factory=dict)
     _beat_due: float = 0.0
     _lapse_at: float | None = None  # just after another member's heartbeat would lapse
@@ -179,10 +181,12 @@ class ShardKeeper:
             membership = await self._bounded(self.store.heartbeat())
         except LeaseStoreUnavailable as error:
             log.warning("heartbeat failed", error=str(error))
+            self.heartbeat_ok = False
             self._settled_at = None
             self._look_due = 0.0
             return None
         answered = self.clock()
+        self.heartbeat_ok = True
         # Every loop at most (not every third of the TTL), and once more just after the next
         # other member's heartbeat would lapse: a dead replica's shards are claimed as soon as
         # its heartbeat lapses, which this replica learns only from a heartbeat of its own.
@@ -201,6 +205,7 @@ class ShardKeeper:
             answers = await self._bounded(self.store.renew(due))
         except LeaseStoreUnavailable as error:
             self.statistics.renewal_failures += 1
+            metrics.lease_renewal_failures.inc()
             log.warning("lease renewal failed", shards=len(due), error=str(error))
             for shard in due:
                 self.leases[shard].renewal_failed(sent_at)

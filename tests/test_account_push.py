@@ -8,7 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from actors.account.push import channels_to_close
 from store.channels import ChannelRow, list_channels
 from supervisor.inbox import InboxEntry
 from tests import test_account_actor
-from tests.test_account_actor import SHARD, World, wait_for
+from tests.test_account_actor import SHARD, World, create, email_of, wait_for
 
 world = test_account_actor.world  # the fixture, shared (pytest finds it by this name)
 
@@ -180,6 +180,8 @@ async def test_graph_subscription_removed_is_recreated(world: World, receiver: R
         return any(b"subscriptionRemoved" in body for _, body in receiver.requests)
 
     await wait_for(notified, "the lifecycle notification")
+    # Made while no subscription existed: announced to nobody, found by the sync that follows.
+    create("microsoft", control, email_of(control, "microsoft"), "missed", datetime.now(UTC))
     entry = InboxEntry(SHARD, "5-0", account_id, "primary", "removed")
     world.supervisor.post_nowait(account_id, ("removed", "primary"), entry)
 
@@ -201,6 +203,7 @@ async def test_graph_subscription_removed_is_recreated(world: World, receiver: R
         return any(refs == [entry.ref] for refs, _ in world.acks)
 
     await wait_for(acked, "the lifecycle entry acknowledged")
+    assert "missed" in {title for _, _, title in await world.events(account_id)}
 
 
 def expiry(sub: dict[str, Any]) -> datetime:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
@@ -37,6 +38,8 @@ from actors.account.calls import AccountCalls
 from actors.account.context import AccountContext
 from actors.account.outbound import OutboundWriter
 from actors.account.policy import (
+    Cadence,
+    cadence_of,
     notified_soon_after_sync,
     poll_delay_s,
     push_retry_delay_s,
@@ -60,6 +63,7 @@ from actors.account.push import (
 )
 from actors.actor import Actor
 from actors.errors import ActorUnavailable
+from metrics import events as metrics
 from providers.errors import (
     AuthRevoked,
     ProviderError,
@@ -82,6 +86,7 @@ from store.db import PgPoolConnection
 from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
 from store.outbox import accounts_with_due_items
+from store.preferences import Preferences, load_preferences
 from supervisor.inbox import InboxEntry
 
 T = TypeVar("T")
@@ -119,6 +124,7 @@ class AccountActor(Actor[object]):
 
     __slots__ = (
         "account",
+        "cadence",
         "calls",
         "channels",
         "ctx",
@@ -139,6 +145,12 @@ class AccountActor(Actor[object]):
         self.account: Account | None = None
         self.calls: AccountCalls | None = None  # built once the credentials are loaded
         self.outbound: OutboundWriter | None = None  # with ``calls``
+        self.cadence = cadence_of(  # the account's own, from ``_load`` on
+            None,
+            poll_every_s=ctx.poll_every_s,
+            window_back=ctx.window_back,
+            window_ahead=ctx.window_ahead,
+        )
         self.epoch: int | None = None
         self.failures = 0  # consecutive throttled/transient failures
         self.parked = False
@@ -171,9 +183,19 @@ class AccountActor(Actor[object]):
         if kind == "outbox":
             await self._drain_outbox()
             return
+        if kind == "preferences":
+            await self._reload_preferences()
+            if refs := refs_of(items):
+                await self.ctx.acknowledge(refs)
+            return
         if kind in ("removed", "reauthorize") and isinstance(calendar_id, str) and not self.parked:
             refs = refs_of(items)
-            if await self._push(calendar_id, recreate=kind == "removed") and refs:
+            pushed = await self._push(calendar_id, recreate=kind == "removed")
+            if kind == "removed":
+                # Changes made while no channel existed were announced to nobody.
+                self._hold(calendar_id, refs)  # acknowledged by this sync's commit
+                await self._guarded(self._sync_one(calendar_id, full=False), covers=calendar_id)
+            elif pushed and refs:
                 await self.ctx.acknowledge(refs)
             else:
                 self._hold(calendar_id, refs)  # acknowledged after its calendar's next sync
@@ -181,6 +203,12 @@ class AccountActor(Actor[object]):
         scope = (
             calendar_id if kind in ("changed", "resync") and isinstance(calendar_id, str) else None
         )
+        if kind in ("changed", "resync") and not self.cadence.auto_sync:
+            # The account syncs only when asked (``sync-now``); the next such sync's delta
+            # covers what this notification announced.
+            if refs := refs_of(items):
+                await self.ctx.acknowledge(refs)
+            return
         self._hold(scope, refs_of(items))
         if self.parked:
             return  # unacknowledged entries are re-delivered once the account resumes
@@ -213,6 +241,8 @@ class AccountActor(Actor[object]):
             await self._guarded(self._rebase(), covers=_NOTHING)
         elif name == OUTBOX:
             await self._drain_outbox()
+        elif not self.cadence.auto_sync:
+            await self._drain_outbox()  # writes go on; syncs wait until asked for
         else:
             if not self.listed and await self._unsettled_writes():
                 # A write of an earlier incarnation (or owner) may have reached the provider
@@ -236,6 +266,7 @@ class AccountActor(Actor[object]):
         if account is None:
             raise LookupError(f"account {self.id} does not exist")
         self.account = account
+        self._cell.describe(provider=account.provider)  # for the monitor, whatever follows
         self.epoch = ctx.epochs.get(account.shard)
         if self.epoch is None:
             self.set_status("shard not held")
@@ -251,6 +282,12 @@ class AccountActor(Actor[object]):
         )
         if creds is None:
             raise LookupError(f"account {self.id} has no credentials")
+        stored = (
+            preloaded.preferences
+            if preloaded is not None
+            else (await load_preferences(ctx.pool, [account.id])).get(account.id)
+        )
+        self.cadence = self._cadence_of(stored)
         self.calls = AccountCalls(ctx, account, self.epoch, creds)
         self.outbound = OutboundWriter(
             self.calls,
@@ -335,9 +372,7 @@ class AccountActor(Actor[object]):
             if not self.unacked:
                 # Else another calendar's sync failed and its retry stays armed: a later poll
                 # must not replace it while its notifications wait.
-                self._arm(
-                    POLL, poll_delay_s(self.ctx.poll_every_s, self.ctx.poll_jitter, self.ctx.rng)
-                )
+                self._arm(POLL, self._poll_delay_s())
             due, self.push_due = self.push_due, set()
             for calendar_id in sorted(due):
                 had_channel = calendar_id in self.channels
@@ -357,6 +392,44 @@ class AccountActor(Actor[object]):
         if await has_unknown_creates(pool, account_id):
             return True
         return bool(await accounts_with_due_items(pool, [account_id], now=self.ctx.clock()))
+
+    def _cadence_of(self, preferences: Preferences | None) -> Cadence:
+        ctx = self.ctx
+        return cadence_of(
+            preferences,
+            poll_every_s=ctx.poll_every_s,
+            window_back=ctx.window_back,
+            window_ahead=ctx.window_ahead,
+        )
+
+    async def _reload_preferences(self) -> None:
+        """Apply preferences changed while running: a new window takes a full round, a new
+        frequency the next poll."""
+        if self.parked or self.account is None:
+            return  # ``_load`` reads them when the account resumes
+        stored = (await load_preferences(self.ctx.pool, [self.account.id])).get(self.account.id)
+        before, self.cadence = self.cadence, self._cadence_of(stored)
+        log.info("sync preferences applied", auto_sync=self.cadence.auto_sync)
+        if not self.cadence.auto_sync:
+            self.cancel_deadline(POLL)
+            return
+        window = (self.cadence.window_back, self.cadence.window_ahead)
+        if window != (before.window_back, before.window_ahead):
+            await self._guarded(self._resync_all(), covers=_NOTHING)
+        else:
+            self._arm(POLL, 0.0 if not before.auto_sync else self._poll_delay_s())
+
+    async def _resync_all(self) -> None:
+        """A full round of every followed calendar (over the window the cadence now asks)."""
+        for state in await list_calendar_states(
+            self.ctx.pool, self._account_id(), include_removed=False
+        ):
+            if syncable(state):
+                await self._sync_calendar(state, full=True)
+        await self._arm_rebase()
+
+    def _poll_delay_s(self) -> float:
+        return poll_delay_s(self.cadence.poll_every_s, self.ctx.poll_jitter, self.ctx.rng)
 
     async def _drain_outbox(self) -> None:
         """Write due outbox items, guarded as a sync is (revoked parks, stale epoch stops), and
@@ -399,7 +472,7 @@ class AccountActor(Actor[object]):
             if syncable(state):
                 followed.append(state.id)
                 due = rebase_due(
-                    state.window_start, self.ctx.window_back, self.ctx.rebase_every, now
+                    state.window_start, self.cadence.window_back, self.ctx.rebase_every, now
                 )
                 await self._sync_calendar(state, full=due)
         await self._arm_rebase()
@@ -421,7 +494,7 @@ class AccountActor(Actor[object]):
             self.ctx.pool, self._account_id(), include_removed=False
         ):
             if syncable(state) and rebase_due(
-                state.window_start, self.ctx.window_back, self.ctx.rebase_every, now
+                state.window_start, self.cadence.window_back, self.ctx.rebase_every, now
             ):
                 await self._sync_calendar(state, full=True)
         await self._arm_rebase()
@@ -431,6 +504,11 @@ class AccountActor(Actor[object]):
         self._arm(KEEPALIVE, self.ctx.token_keepalive.total_seconds())
 
     async def _sync_calendar(self, state: CalendarState, *, full: bool) -> None:
+        """Sync one calendar, timed for the sync duration metric."""
+        with metrics.timed_sync(self._provider().name):
+            await self._page_calendar(state, full=full)
+
+    async def _page_calendar(self, state: CalendarState, *, full: bool) -> None:
         """Page one calendar to its delta token, committing each page with its continuation."""
         self.set_status(f"syncing {state.id}")
         if self.outbound is not None:
@@ -459,7 +537,8 @@ class AccountActor(Actor[object]):
                 )
             if done:
                 self.synced_at[state.id] = asyncio.get_running_loop().time()
-                if state.id not in self.channels:
+                self._cell.describe(last_sync_at=time.time())
+                if state.id not in self.channels and self.cadence.auto_sync:
                     self.push_due.add(state.id)
                 return
             if after is None:
@@ -554,7 +633,7 @@ class AccountActor(Actor[object]):
     async def _start_round(self, calendar_id: str) -> CalendarState:
         """Begin a mark-and-sweep full round over a window computed now."""
         ctx = self.ctx
-        window = sync_window(ctx.clock(), ctx.window_back, ctx.window_ahead)
+        window = sync_window(ctx.clock(), self.cadence.window_back, self.cadence.window_ahead)
         async with self._fenced() as conn:
             await start_full_round(conn, self._account_id(), calendar_id, window)
             state = await get_calendar_state(conn, self._account_id(), calendar_id)
@@ -634,14 +713,17 @@ class AccountActor(Actor[object]):
             at
             for s in states
             if syncable(s)
-            and (at := rebase_at(s.window_start, ctx.window_back, ctx.rebase_every)) is not None
+            and (at := rebase_at(s.window_start, self.cadence.window_back, ctx.rebase_every))
+            is not None
         ]
         if moments:
             self._arm(REBASE, seconds_until(min(moments), ctx.clock()))
 
     def _window_of(self, state: CalendarState) -> SyncWindow:
         if state.window_start is None or state.window_end is None:
-            return sync_window(self.ctx.clock(), self.ctx.window_back, self.ctx.window_ahead)
+            return sync_window(
+                self.ctx.clock(), self.cadence.window_back, self.cadence.window_ahead
+            )
         return SyncWindow(state.window_start, state.window_end)
 
     def _fenced(self) -> AbstractAsyncContextManager[PgPoolConnection]:

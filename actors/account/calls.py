@@ -19,7 +19,8 @@ from typing import TypeVar
 
 from actors.account.context import AccountContext
 from actors.account.policy import should_refresh
-from providers.errors import Throttled, Transient, Unauthorized
+from metrics import events as metrics
+from providers.errors import ProviderError, Throttled, Transient, Unauthorized
 from providers.interface import CalendarProvider
 from store.accounts import Account
 from store.credentials import Credentials, store_credentials
@@ -59,7 +60,11 @@ class AccountCalls:
     async def refresh(self) -> str:
         """Refresh the access token; store it (and a rotated refresh token) in one transaction."""
         creds = self.creds
-        grant = await self.provider.refresh_access_token(creds.refresh_token)
+        try:
+            grant = await self.provider.refresh_access_token(creds.refresh_token)
+        except ProviderError as error:
+            metrics.token_refresh_failures.labels(self.provider.name, error.kind.value).inc()
+            raise
         updated = Credentials(
             creds.account_id,
             refresh_token=grant.refresh_token or creds.refresh_token,

@@ -24,6 +24,7 @@ from store.channels import ChannelRow
 from store.credentials import Credentials
 from store.crypto import Keyring
 from store.db import PgPool
+from store.preferences import Preferences
 
 Acknowledge = Callable[[list[tuple[int, str]]], Awaitable[None]]
 
@@ -48,6 +49,7 @@ class Preloaded:
     account: Account
     credentials: Credentials | None
     channels: list[ChannelRow]
+    preferences: Preferences | None = None  # None: none stored, the replica's defaults hold
 
 
 def no_rate_gate(_provider: str, _account_id: str) -> RateGate | None:

@@ -1,4 +1,5 @@
-"""Pure decisions of the account actor: refresh, polling, rebasing, retries, channel renewal.
+"""Pure decisions of the account actor: refresh, polling, rebasing, retries, channel renewal,
+and the cadence an account's sync preferences ask for.
 
 Invariants:
 - no I/O and no hidden clock: every function takes ``now`` (aware UTC) and, when random, an
@@ -10,16 +11,48 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from providers.errors import ErrorKind, ProviderError
 from providers.interface import needs_refresh
 from providers.models import SyncWindow
+from store.preferences import Preferences
 
 
 def should_refresh(access_token: str | None, expires_at: datetime | None, now: datetime) -> bool:
     """Whether to refresh before the next provider call (no token, or about to lapse)."""
     return access_token is None or needs_refresh(expires_at, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """How one account syncs: on its own or only when asked, how often, over which window."""
+
+    auto_sync: bool
+    poll_every_s: float
+    window_back: timedelta
+    window_ahead: timedelta
+
+
+def cadence_of(
+    preferences: Preferences | None,
+    *,
+    poll_every_s: float,
+    window_back: timedelta,
+    window_ahead: timedelta,
+) -> Cadence:
+    """The account's cadence: its stored preferences over the replica's defaults (None: none
+    stored, so every default holds, the poll period unrounded)."""
+    if preferences is None:
+        return Cadence(True, poll_every_s, window_back, window_ahead)
+    back, ahead = preferences.sync_window_back_days, preferences.sync_window_ahead_days
+    return Cadence(
+        preferences.auto_sync,
+        preferences.sync_frequency_minutes * 60.0,
+        window_back if back is None else timedelta(days=back),
+        window_ahead if ahead is None else timedelta(days=ahead),
+    )
 
 
 def poll_delay_s(poll_every_s: float, jitter: float, rng: random.Random) -> float:

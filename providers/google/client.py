@@ -27,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 
 from config.settings import Settings
+from metrics import events as metrics
 from providers import payload
 from providers.errors import Conflict, Permanent, ProviderError, SyncStateExpired, Transient
 from providers.google import cursor as cursors
@@ -456,13 +457,15 @@ class GoogleCalendarProvider:
     def _error(
         self, response: HttpResponse, operation: str, *, sync: bool = False
     ) -> ProviderError:
-        return mapping.error_for_response(
+        error = mapping.error_for_response(
             response.status,
             response.body,
             operation=operation,
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
             sync=sync,
         )
+        metrics.record_provider_error(error)
+        return error
 
     async def _json_call(
         self,

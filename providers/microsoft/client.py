@@ -33,6 +33,7 @@ import aiohttp
 from yarl import URL
 
 from config.settings import Settings
+from metrics import events as metrics
 from providers import payload
 from providers.errors import Permanent, ProviderError, SyncStateExpired, Transient
 from providers.http import HttpResponse, parse_retry_after, send
@@ -532,13 +533,15 @@ class MicrosoftCalendarProvider:
     def _error(
         self, response: HttpResponse, operation: str, *, sync: bool = False
     ) -> ProviderError:
-        return mapping.error_for_response(
+        error = mapping.error_for_response(
             response.status,
             response.body,
             operation=operation,
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
             sync=sync,
         )
+        metrics.record_provider_error(error)
+        return error
 
     async def _json_call(
         self,

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from providers.emulation.authorization import Authorizations
 from providers.emulation.faults import FaultBook
 
 from .faults import new_fault_book
@@ -26,6 +27,7 @@ class Backend:
     token_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sync_token_max_age: timedelta | None = None
     api_base_url: str = ""
+    authorizations: Authorizations = field(default_factory=Authorizations)
 
 
 BACKEND = web.AppKey("google_emulator_backend", Backend)

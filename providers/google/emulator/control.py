@@ -33,6 +33,9 @@ HTTP control API (JSON bodies and answers; errors use the Google envelope; base 
 - ``GET channels`` -> ``{"items": [api#channel + "address", "calendarId"]}``;
   ``GET deliveries`` -> ``{"items": [{"channel_id","state","number","outcome","attempts"}]}``.
 - ``POST clock`` ``{"now"?: RFC 3339 | null, "advance_s"?: seconds}`` -> ``{"now"}``.
+- ``POST sign_ins`` ``{"email"?, "deny"?: false}`` -> 204: the next authorization (``GET
+  /o/oauth2/v2/auth``) approves that user (or the ``login_hint``, or the sole user), or
+  redirects with ``error=access_denied``; queued sign-ins are used in order.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+
+from providers.emulation.authorization import SignIn
 
 from . import recurrence
 from .backend import Backend
@@ -228,6 +233,12 @@ class Control:
     def advance(self, seconds: float) -> None:
         self._store.clock.advance(timedelta(seconds=seconds))
 
+    def queue_sign_in(self, email: str | None = None, *, deny: bool = False) -> None:
+        """What the next authorization does, as the user in Google's consent screen."""
+        if email is not None and email not in self._store.user_calendars:
+            raise KeyError(f"unknown user {email!r}")
+        self._backend.authorizations.queue_sign_in(SignIn(email, deny))
+
     def _calendar(self, calendar_id: str) -> CalendarRecord:
         cal = self._store.calendars.get(calendar_id)
         if cal is None:
@@ -262,6 +273,7 @@ def add_routes(app: web.Application) -> None:
         ("GET", "channels", _channels),
         ("GET", "deliveries", _deliveries),
         ("POST", "clock", _clock),
+        ("POST", "sign_ins", _sign_ins),
     ]
     for method, path, route in routes:
         app.router.add_route(method, PREFIX + path, _wrap(route))
@@ -380,3 +392,7 @@ async def _clock(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
     if b.get("advance_s"):
         c.advance(float(b["advance_s"]))
     return {"now": c.now().isoformat()}
+
+
+async def _sign_ins(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
+    c.queue_sign_in(b.get("email"), deny=bool(b.get("deny", False)))

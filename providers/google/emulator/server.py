@@ -70,6 +70,10 @@ class GoogleEmulator:
         return self.base_url + "token"
 
     @property
+    def auth_uri(self) -> str:
+        return self.base_url + oauth.AUTHORIZE_PATH.lstrip("/")
+
+    @property
     def control_url(self) -> str:
         return self.base_url + control.PREFIX.lstrip("/")
 
@@ -81,6 +85,7 @@ class GoogleEmulator:
         app[control.CONTROL] = self.control
         api.add_routes(app)
         app.router.add_post("/token", oauth.token)
+        app.router.add_get(oauth.AUTHORIZE_PATH, oauth.authorize)
         control.add_routes(app)
         await self.backend.hub.start()
         self._runner = web.AppRunner(app, access_log=None)

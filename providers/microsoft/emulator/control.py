@@ -44,6 +44,9 @@ HTTP control API (JSON bodies and answers; errors use the Graph envelope; base `
 - ``GET subscriptions`` -> ``{"value": [subscription resources]}``;
   ``GET deliveries`` -> ``{"value": [{"url","kind","items","outcome","attempts","statuses"}]}``.
 - ``POST clock`` ``{"now"?: ISO instant | null, "advance_s"?: seconds}`` -> ``{"now"}``.
+- ``POST sign_ins`` ``{"upn"?, "deny"?: false}`` -> 204: the next authorization (``GET
+  /{tenant}/oauth2/v2.0/authorize``) approves that user (or the ``login_hint``, or the sole
+  user), or redirects with ``error=access_denied``; queued sign-ins are used in order.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+
+from providers.emulation.authorization import SignIn
 
 from .backend import Backend
 from .delta import SYNC_STATE_NOT_FOUND
@@ -259,6 +264,12 @@ class Control:
     def advance(self, seconds: float) -> None:
         self._backend.clock.advance(timedelta(seconds=seconds))
 
+    def queue_sign_in(self, upn: str | None = None, *, deny: bool = False) -> None:
+        """What the next authorization does, as the user on the sign-in and consent pages."""
+        if upn is not None:
+            self._user(upn)  # KeyError for an unknown user
+        self._dir.authorizations.queue_sign_in(SignIn(upn, deny))
+
     def _user(self, upn: str) -> User:
         user = self._dir.user_by_upn(upn)
         if user is None:
@@ -304,6 +315,7 @@ def add_routes(app: web.Application) -> None:
         ("GET", "subscriptions", _subscriptions),
         ("GET", "deliveries", _deliveries),
         ("POST", "clock", _clock),
+        ("POST", "sign_ins", _sign_ins),
     ]
     for method, path, route in routes:
         app.router.add_route(method, PREFIX + path, _wrap(route))
@@ -445,3 +457,7 @@ async def _clock(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
     if b.get("advance_s"):
         c.advance(float(b["advance_s"]))
     return {"now": format_timestamp(c.now())}
+
+
+async def _sign_ins(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
+    c.queue_sign_in(b.get("upn"), deny=bool(b.get("deny", False)))

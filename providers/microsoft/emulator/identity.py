@@ -1,11 +1,13 @@
-"""Entra ID state: tenants, app registrations, users, refresh-token families and access tokens
-(pure, no aiohttp).
+"""Entra ID state: tenants, app registrations, users, authorization codes, refresh-token
+families and access tokens (pure, no aiohttp).
 
 Invariants: every refresh returns a NEW refresh token in the same family; the presented one stays
 valid until its own expiry (as Entra keeps old refresh tokens), unless ``rotate_invalidates`` is
 set; revoking any token of a family revokes the whole family and its access tokens (as
 revokeSignInSessions does); access tokens are RS256 JWTs that are also recorded here, so expiry
-and revocation apply before their ``exp``.
+and revocation apply before their ``exp``; a redeemed code starts a new family, with a refresh
+token only under ``offline_access`` and an id_token (carrying the request's nonce) only under
+``openid``; a code is single-use (``providers.emulation.authorization``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from providers.emulation.authorization import Approval, Authorizations, CodeRefused
 from providers.emulation.clock import Clock
 from providers.emulation.tokens import b64url
 
@@ -69,7 +72,7 @@ class Issued:
     """What a successful refresh hands back to the token endpoint."""
 
     access: AccessToken
-    refresh_token: str
+    refresh_token: str | None
     scope: str
     id_token: str | None
     client_info: str
@@ -87,6 +90,7 @@ class Directory:
     users: dict[str, User] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
+    authorizations: Authorizations = field(default_factory=Authorizations)
 
     def add_app(self, client_id: str, client_secret: str) -> App:
         app = App(client_id, client_secret)
@@ -124,30 +128,7 @@ class Directory:
         client_info: bool,
     ) -> Issued:
         """The refresh_token grant, or OAuthError exactly as the v2.0 token endpoint answers."""
-        app = self.apps.get(client_id)
-        if app is None:
-            raise OAuthError(
-                400,
-                "unauthorized_client",
-                700016,
-                f"Application with identifier '{client_id}' was not found in the directory.",
-            )
-        if client_secret is None:
-            raise OAuthError(
-                401,
-                "invalid_client",
-                7000218,
-                "The request body must contain the following parameter: 'client_assertion' "
-                "or 'client_secret'.",
-            )
-        if not secrets.compare_digest(app.client_secret, client_secret):
-            raise OAuthError(
-                401,
-                "invalid_client",
-                7000215,
-                "Invalid client secret provided. Ensure the secret being sent in the request is "
-                "the client secret value, not the client secret ID.",
-            )
+        self._authenticate_client(client_id, client_secret)
         if not scope.strip():
             raise OAuthError(
                 400,
@@ -186,7 +167,93 @@ class Directory:
             )
         if user.block is not None:
             raise _blocked(user.block)
-        scopes = tuple(scope.split())
+        if self.rotate_invalidates:
+            record.valid = False
+        return self._issue(
+            user, client_id, tuple(scope.split()), record.family, None, client_info=client_info
+        )
+
+    def authorize(self, approval: Approval) -> str:
+        """A code for what ``approval.user`` (a user id) approved at the authorize endpoint."""
+        return self.authorizations.issue(approval, self.clock.now())
+
+    def redeem(
+        self,
+        tenant: str,
+        client_id: str,
+        client_secret: str | None,
+        code: str,
+        *,
+        redirect_uri: str,
+        verifier: str | None,
+        scope: str,
+        client_info: bool,
+    ) -> Issued:
+        """The authorization_code grant, or OAuthError as the v2.0 token endpoint answers."""
+        self._authenticate_client(client_id, client_secret)
+        try:
+            approval = self.authorizations.redeem(
+                code,
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                verifier=verifier,
+                now=self.clock.now(),
+            )
+        except CodeRefused as exc:
+            raise _refused_code(exc) from None
+        user = self.users[approval.user]
+        if tenant not in ("common", "organizations", user.tenant_id):
+            raise OAuthError(
+                400,
+                "invalid_grant",
+                50020,
+                f"User account '{user.upn}' does not exist in tenant '{tenant}'.",
+            )
+        # The scope parameter of a redemption is optional (a Microsoft extension).
+        scopes = tuple(scope.split()) or approval.scopes
+        rt_family = str(uuid.uuid4()) if "offline_access" in approval.scopes else None
+        return self._issue(
+            user, client_id, scopes, rt_family, approval.nonce, client_info=client_info
+        )
+
+    def _authenticate_client(self, client_id: str, client_secret: str | None) -> None:
+        app = self.apps.get(client_id)
+        if app is None:
+            raise OAuthError(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory.",
+            )
+        if client_secret is None:
+            raise OAuthError(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' "
+                "or 'client_secret'.",
+            )
+        if not secrets.compare_digest(app.client_secret, client_secret):
+            raise OAuthError(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is "
+                "the client secret value, not the client secret ID.",
+            )
+
+    def _issue(
+        self,
+        user: User,
+        client_id: str,
+        scopes: tuple[str, ...],
+        rt_family: str | None,
+        nonce: str | None,
+        *,
+        client_info: bool,
+    ) -> Issued:
+        """An access token, a refresh token in ``rt_family`` (if any) and the optional parts."""
+        now = self.clock.now()
         resource_scopes = tuple(s for s in scopes if s not in RESERVED_SCOPES)
         access = AccessToken(
             self.signer.sign(self._at_claims(user, client_id, resource_scopes, now)),
@@ -196,10 +263,12 @@ class Directory:
             now + self.access_lifetime,
         )
         self.access_tokens[access.token] = access
-        if self.rotate_invalidates:
-            record.valid = False
-        new_rt = self._mint_refresh(user.id, client_id, record.family, None)
-        id_token = self._id_token(user, client_id, now) if "openid" in scopes else None
+        new_rt = None
+        if rt_family is not None:
+            new_rt = self._mint_refresh(user.id, client_id, rt_family, None)
+        id_token = None
+        if "openid" in scopes:
+            id_token = self._id_token(user, client_id, now, nonce, email="email" in scopes)
         info = b64url(json.dumps({"uid": user.id, "utid": user.tenant_id}).encode())
         return Issued(access, new_rt, " ".join(scopes), id_token, info if client_info else "")
 
@@ -274,22 +343,66 @@ class Directory:
             "ver": "1.0",
         }
 
-    def _id_token(self, user: User, client_id: str, now: datetime) -> str:
-        return self.signer.sign(
-            {
-                "aud": client_id,
-                "iss": f"{self.issuer_base}{user.tenant_id}/v2.0",
-                "iat": int(now.timestamp()),
-                "nbf": int(now.timestamp()),
-                "exp": int((now + self.access_lifetime).timestamp()),
-                "name": user.display_name,
-                "oid": user.id,
-                "preferred_username": user.upn,
-                "sub": b64url(f"{user.id}:{client_id}".encode())[:43],
-                "tid": user.tenant_id,
-                "ver": "2.0",
-            }
+    def _id_token(
+        self, user: User, client_id: str, now: datetime, nonce: str | None, *, email: bool
+    ) -> str:
+        claims: dict[str, Any] = {
+            "aud": client_id,
+            "iss": f"{self.issuer_base}{user.tenant_id}/v2.0",
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int((now + self.access_lifetime).timestamp()),
+            "name": user.display_name,
+            "oid": user.id,
+            "preferred_username": user.upn,
+            "sub": b64url(f"{user.id}:{client_id}".encode())[:43],
+            "tid": user.tenant_id,
+            "ver": "2.0",
+        }
+        if email:
+            claims["email"] = user.upn
+        if nonce is not None:
+            claims["nonce"] = nonce
+        return self.signer.sign(claims)
+
+
+def _refused_code(exc: CodeRefused) -> OAuthError:
+    """Entra's answer to a code it will not redeem (all invalid_grant, per the auth-code doc)."""
+    if exc.reason == "redeemed":
+        return OAuthError(
+            400,
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code "
+            "or use an existing refresh token.",
         )
+    if exc.reason == "expired":
+        return OAuthError(
+            400,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. "
+            "Send a new interactive authorization request for this user and resource.",
+        )
+    if exc.reason == "redirect_uri":
+        return OAuthError(
+            400,
+            "invalid_grant",
+            70000,
+            "The provided value for the 'redirect_uri' is not valid. The value must exactly match "
+            "the redirect URI used to obtain the authorization code.",
+        )
+    if exc.reason in ("verifier", "no_verifier"):
+        return OAuthError(
+            400,
+            "invalid_grant",
+            501481,
+            "The Code_Verifier does not match the code_challenge supplied in the authorization "
+            "request.",
+        )
+    return OAuthError(
+        400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid."
+    )
 
 
 def _blocked(block: str) -> OAuthError:

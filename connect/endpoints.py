@@ -1,0 +1,81 @@
+"""Which providers the flow serves and where their endpoints are: clients from the settings,
+Google's endpoints as configured, Microsoft's from the authority's OpenID discovery document.
+
+Invariants: a provider is served only when its client id and secret are configured; the
+Microsoft discovery document is fetched on first use and kept once it answered with both
+endpoints (msal reads the same ``{authority}/v2.0/.well-known/openid-configuration``), so a
+failed fetch is retried by the next flow.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from config.settings import Settings
+from connect.protocol import MICROSOFT_OIDC_SCOPES, Endpoints, ProviderClient
+
+GOOGLE_EXTRA_PARAMS = (
+    # A refresh token is returned only for offline access, and on a repeated sign-in only
+    # when consent is asked again.
+    ("access_type", "offline"),
+    ("prompt", "consent"),
+)
+
+
+class DiscoveryFailed(Exception):
+    """The provider's discovery document could not be read; the message is safe to log."""
+
+
+def provider_clients(settings: Settings) -> dict[str, ProviderClient]:
+    """The configured providers' clients, by provider name."""
+    clients: dict[str, ProviderClient] = {}
+    if settings.google_client_id and settings.google_client_secret is not None:
+        clients["google"] = ProviderClient(
+            "google",
+            settings.google_client_id,
+            settings.google_client_secret.get_secret_value(),
+            tuple(settings.google_connect_scopes),
+            GOOGLE_EXTRA_PARAMS,
+        )
+    if settings.microsoft_client_id and settings.microsoft_client_secret is not None:
+        resource = tuple(s for s in settings.microsoft_scopes if s not in MICROSOFT_OIDC_SCOPES)
+        clients["microsoft"] = ProviderClient(
+            "microsoft",
+            settings.microsoft_client_id,
+            settings.microsoft_client_secret.get_secret_value(),
+            (*MICROSOFT_OIDC_SCOPES, *resource),
+            (("response_mode", "query"),),
+        )
+    return clients
+
+
+class EndpointBook:
+    """Each provider's authorization and token endpoints, discovered once where needed."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self._session = session
+        self._authority = settings.microsoft_authority.rstrip("/")
+        self._known = {
+            "google": Endpoints(settings.google_auth_uri, settings.google_token_uri),
+        }
+
+    async def endpoints(self, provider: str) -> Endpoints:
+        known = self._known.get(provider)
+        if known is None:
+            known = self._known[provider] = await self._discover_microsoft()
+        return known
+
+    async def _discover_microsoft(self) -> Endpoints:
+        url = f"{self._authority}/v2.0/.well-known/openid-configuration"
+        try:
+            async with self._session.get(url) as response:
+                if response.status != 200:
+                    raise DiscoveryFailed(f"discovery answered {response.status}")
+                document = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise DiscoveryFailed(f"discovery failed: {type(exc).__name__}") from None
+        authorize = document.get("authorization_endpoint") if isinstance(document, dict) else None
+        token = document.get("token_endpoint") if isinstance(document, dict) else None
+        if not isinstance(authorize, str) or not isinstance(token, str):
+            raise DiscoveryFailed("discovery document lacks the endpoints")
+        return Endpoints(authorize, token)

@@ -1,0 +1,174 @@
+"""The provider side of the flow as data (pure): the client's registration, the authorization
+URL, the callback's query, the token endpoint's form and answer, and the user's identity.
+
+Invariants: the authorization request always carries ``state``, an S256 PKCE challenge and an
+OpenID ``nonce``; the identity comes only from an id_token issued to our client (``aud``) for
+this flow (``nonce``) - Google's verified ``email``, Microsoft's ``preferred_username`` - read
+without a signature check, as OpenID Connect allows for an id_token received directly from the
+token endpoint over TLS with client authentication; nothing here logs or formats a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from store.accounts import Provider
+
+# Microsoft: openid/profile for the id_token and preferred_username, offline_access for the
+# refresh token (v2-oauth2-auth-code-flow: "Only provided if offline_access scope was requested").
+MICROSOFT_OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
+@dataclass(frozen=True)
+class ProviderClient:
+    """Our registration at one provider and how its flow is asked for."""
+
+    provider: Provider
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...]
+    # Provider-specific authorization parameters (Google: access_type=offline, prompt=consent).
+    extra_params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    authorization_endpoint: str
+    token_endpoint: str
+
+
+def authorization_url(
+    client: ProviderClient,
+    endpoint: str,
+    *,
+    redirect_uri: str,
+    state: str,
+    challenge: str,
+    nonce: str,
+) -> str:
+    """Where the browser goes to sign in: ``endpoint`` plus the request's query."""
+    params = [
+        ("client_id", client.client_id),
+        ("response_type", "code"),
+        ("redirect_uri", redirect_uri),
+        ("scope", " ".join(client.scopes)),
+        ("state", state),
+        ("nonce", nonce),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        *client.extra_params,
+    ]
+    parts = urlsplit(endpoint)
+    query = "&".join(filter(None, (parts.query, urlencode(params))))
+    return urlunsplit(parts._replace(query=query))
+
+
+@dataclass(frozen=True)
+class Approved:
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Denied:
+    """The provider redirected back with an OAuth error (the user declined, or a bad request)."""
+
+    error: str
+
+
+def parse_callback(query: Mapping[str, str]) -> Approved | Denied:
+    """What the provider said on the redirect; an error wins over a code, as RFC 6749 4.1.2.1."""
+    error = query.get("error")
+    if error:
+        return Denied(error[:64])
+    code = query.get("code")
+    if not code:
+        return Denied("missing_code")
+    return Approved(code)
+
+
+def token_form(
+    client: ProviderClient, *, code: str, redirect_uri: str, verifier: str
+) -> dict[str, str]:
+    """The authorization_code grant's form (client_secret_post, which both providers accept)."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+        "code_verifier": verifier,
+    }
+    if client.provider == "microsoft":
+        form["scope"] = " ".join(client.scopes)  # optional there; names the resource
+    return form
+
+
+class TokenAnswer(BaseModel):
+    """The token endpoint's successful answer, as far as the flow reads it."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    access_token: str
+    refresh_token: str | None = None
+    id_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "TokenAnswer(...)"
+
+    __str__ = __repr__
+
+
+class AnswerError(ValueError):
+    """The token endpoint's answer is not what the flow needs; the message is safe to log."""
+
+
+def parse_token_answer(body: bytes) -> TokenAnswer:
+    try:
+        return TokenAnswer.model_validate_json(body)
+    except ValidationError:
+        raise AnswerError("token answer is not a JSON object with an access_token") from None
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, undecoded signature; AnswerError if it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:  # header.payload.signature
+        raise AnswerError("id_token is not a JWT")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        raise AnswerError("id_token payload is not JSON") from None
+    if not isinstance(claims, dict):
+        raise AnswerError("id_token payload is not an object")
+    return claims
+
+
+def identity(client: ProviderClient, answer: TokenAnswer, nonce: str) -> str:
+    """The account's external user id (an email or UPN) from the answer's id_token."""
+    if answer.id_token is None:
+        raise AnswerError("no id_token in the token answer")
+    claims = jwt_claims(answer.id_token)
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if client.client_id not in audiences:
+        raise AnswerError("id_token was not issued to this client")
+    if claims.get("nonce") != nonce:
+        raise AnswerError("id_token nonce does not match the flow")
+    if client.provider == "google":
+        # Google: use the email only when Google verified it.
+        if claims.get("email_verified") not in (True, "true"):
+            raise AnswerError("id_token email is not verified")
+        name = claims.get("email")
+    else:
+        name = claims.get("preferred_username") or claims.get("email")
+    if not isinstance(name, str) or not name.strip():
+        raise AnswerError("id_token names no user")
+    return name.strip()

@@ -1,0 +1,147 @@
+"""Every event metric (counters and histograms), defined once on the process registry.
+
+Invariants:
+- each metric is incremented where its event happens, through this module only; gauges of
+  current state are not here: they are computed at scrape time (``metrics.collectors``);
+- names carry the ``integration_worker_`` prefix, counters end in ``_total``, durations are
+  seconds; labels have bounded values (provider, status code, reason, actor kind), never an
+  account, calendar or channel id;
+- the module imports only prometheus_client and ``providers.errors`` (a leaf), so any package
+  may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from providers.errors import ErrorKind, ProviderError
+
+PREFIX = "integration_worker_"
+
+# Provider syncs last from a fraction of a second (one empty delta page) to minutes (a first
+# full sync of a large calendar).
+SYNC_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Notifications should reach their actor within a second; minutes mean a backlog.
+LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# The status label of a provider call that got no HTTP answer (timeout, connection error).
+TRANSPORT_ERROR = "transport_error"
+
+registry: CollectorRegistry = REGISTRY
+
+actor_restarts = Counter(
+    f"{PREFIX}actor_restarts_total",
+    "Actor restarts after a crash or an exit, by actor kind.",
+    ["kind"],
+    registry=registry,
+)
+sync_duration = Histogram(
+    f"{PREFIX}sync_duration_seconds",
+    "Time to sync one calendar to its delta token, by provider and outcome (ok, error).",
+    ["provider", "outcome"],
+    buckets=SYNC_BUCKETS_S,
+    registry=registry,
+)
+provider_requests = Counter(
+    f"{PREFIX}provider_requests_total",
+    "Provider API requests by provider and HTTP status code (transport_error: no answer).",
+    ["provider", "code"],
+    registry=registry,
+)
+provider_throttled = Counter(
+    f"{PREFIX}provider_throttled_total",
+    "Provider answers that asked us to slow down, as each provider documents it (429, Google's"
+    " 403 rate-limit reasons, Graph's 503 with Retry-After).",
+    ["provider"],
+    registry=registry,
+)
+token_refresh_failures = Counter(
+    f"{PREFIX}token_refresh_failures_total",
+    "Failed access-token refreshes, by provider and error kind.",
+    ["provider", "kind"],
+    registry=registry,
+)
+notifications_received = Counter(
+    f"{PREFIX}notifications_received_total",
+    "Webhook notifications parsed by the gateway, by provider.",
+    ["provider"],
+    registry=registry,
+)
+notifications_rejected = Counter(
+    f"{PREFIX}notifications_rejected_total",
+    "Webhook requests or notifications the gateway refused, by provider and reason.",
+    ["provider", "reason"],
+    registry=registry,
+)
+gateway_unavailable = Counter(
+    f"{PREFIX}gateway_unavailable_total",
+    "Webhook requests the gateway answered 503 (a dependency failed or timed out).",
+    registry=registry,
+)
+stream_lag = Histogram(
+    f"{PREFIX}stream_lag_seconds",
+    "Time from the gateway receiving a notification to a replica routing it to its actor.",
+    buckets=LAG_BUCKETS_S,
+    registry=registry,
+)
+lease_renewal_failures = Counter(
+    f"{PREFIX}lease_renewal_failures_total",
+    "Shard lease renewal rounds that failed (Redis unreachable or too slow).",
+    registry=registry,
+)
+
+
+def record_provider_answer(provider: str, status: int) -> None:
+    """Count one provider answer."""
+    provider_requests.labels(provider, str(status)).inc()
+
+
+def record_provider_error(error: ProviderError) -> None:
+    """Count an error answer the provider's client classified (throttling, by its docs)."""
+    if error.kind is ErrorKind.THROTTLED:
+        provider_throttled.labels(error.provider).inc()
+
+
+def record_provider_transport_error(provider: str) -> None:
+    """Count one provider call that got no answer."""
+    provider_requests.labels(provider, TRANSPORT_ERROR).inc()
+
+
+@contextlib.contextmanager
+def timed_sync(provider: str) -> Iterator[None]:
+    """Observe the block's duration in ``sync_duration`` (outcome ``error`` when it raises)."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        sync_duration.labels(provider, outcome).observe(time.perf_counter() - started)
+
+
+def lag_s(received_at: str, now: float) -> float | None:
+    """Seconds from an ISO 8601 ``received_at`` to the epoch time ``now``; None if unreadable.
+
+    A clock behind the gateway's gives a negative lag, reported as 0."""
+    try:
+        at = datetime.fromisoformat(received_at)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return max(0.0, now - at.timestamp())
+
+
+def observe_stream_lag(received_at: bytes | str | None) -> None:
+    """Observe the lag of one stream entry routed now (entries without a time are skipped)."""
+    if received_at is None:
+        return
+    text = received_at.decode() if isinstance(received_at, bytes) else received_at
+    lag = lag_s(text, time.time())
+    if lag is not None:
+        stream_lag.observe(lag)
