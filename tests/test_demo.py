@@ -27,6 +27,7 @@ def demo_settings(database_url: str, services: Services) -> Settings:
         database_url=database_url,
         redis_url=services.redis_url,
         monitor_enabled=False,
+        ops_port=0,  # any free port: the demo says which
         replica_id="live-demo-test",
         encryption_keys={"k": base64.urlsafe_b64encode(generate_key()).decode()},
         encryption_key_id="k",
@@ -63,6 +64,7 @@ async def test_live_demo_converges_through_push(
     assert summary.lag_samples > 0
     assert summary.faults == {} and summary.restarts == 0  # fault_rate 0: none injected
     assert "\x1b" not in text  # not a terminal: plain lines
+    assert "metrics: http://127.0.0.1:" in text  # the replica's ops server runs beside it
     assert elapsed < 40, text
 
 

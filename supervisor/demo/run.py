@@ -48,6 +48,7 @@ from supervisor.demo.stage import Stage, start_gateway
 from supervisor.demo.status import Gauges
 from supervisor.demo.view import LiveView, open_view
 from supervisor.demo.workload import simulate_people
+from supervisor.ops_server import OpsServer, open_ops_server
 from supervisor.replica import open_replica
 from supervisor.services import ServiceUrls
 
@@ -115,6 +116,9 @@ async def run_demo(
         view.say(f"seeded in {time.monotonic() - seeded_at:.1f}s")
 
         runtime = AccountsRuntime(replica, world.clients, keyring, scan_every_s=1.0)
+        ops = await stack.enter_async_context(
+            open_ops_server(replica_settings, replica, lambda: runtime.keeper)
+        )
         runtime_task = _start(stack, runtime.run(), "demo.runtime")
         injector = FaultInjector(
             demo_pool,
@@ -140,11 +144,7 @@ async def run_demo(
             f"gateway {gateway_url}; {edits_per_s:g} edits/s; fault rate {fault_rate:g} per edit"
             f" (seed {seed})"
         )
-        if replica_settings.monitor_enabled:
-            view.say(
-                f"monitor: telnet {replica_settings.monitor_host} {replica_settings.monitor_port}"
-                " (try: actors, actor <id>)"
-            )
+        _announce_operator_surface(view, replica_settings, ops)
         warmup_s = await _warm_up(stage, view)
 
         gauges.changes_before = int(
@@ -168,6 +168,17 @@ async def run_demo(
     finally:
         with anyio.CancelScope(shield=True):
             await stack.aclose()
+
+
+def _announce_operator_surface(view: LiveView, settings: Settings, ops: OpsServer | None) -> None:
+    """Where an engineer looks inside the running demo."""
+    if ops is not None:
+        view.say(f"metrics: {ops.url}/metrics (probes: /healthz, /readyz)")
+    if settings.monitor_enabled:
+        view.say(
+            f"monitor: telnet {settings.monitor_host} {settings.monitor_port}"
+            " (try: actors, actor <id>, shards)"
+        )
 
 
 def _start(
