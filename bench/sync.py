@@ -100,6 +100,15 @@ async def _fresh_database(admin_dsn: str, purpose: str) -> AsyncIterator[str]:
                 await conn.close()
 
 
+async def _checkpoint(admin_dsn: str) -> None:
+    """Flush what the ingest phase wrote, so its checkpoint does not land in the next phase."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def _run(args: argparse.Namespace) -> tuple[IngestFigures, PushFigures]:
     async with _servers() as (admin_dsn, redis_url, tracked):
         async with _fresh_database(admin_dsn, "ingest") as dsn:
@@ -113,6 +122,7 @@ async def _run(args: argparse.Namespace) -> tuple[IngestFigures, PushFigures]:
                 )
             finally:
                 await pool.close()
+        await _checkpoint(admin_dsn)
         async with _fresh_database(admin_dsn, "push") as dsn:
             push = await measure_push(
                 ServiceUrls(dsn, redis_url, embedded=False),
