@@ -275,12 +275,3 @@ async def record_conflict(
         orjson.dumps(dict(provider_copy), default=str).decode(),
     )
     return int(conflict_id)
-
-
-async def has_unknown_creates(conn: Queryable, account_id: UUID) -> bool:
-    """Whether a binding of the account is ``creating``: a create whose outcome is unknown."""
-    found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM event_bindings WHERE account_id = $1 AND state = 'creating')",
-        account_id,
-    )
-    return found

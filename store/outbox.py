@@ -234,6 +234,31 @@ async def accounts_with_due_items(
     return {record["id"] for record in records}
 
 
+@dataclass(frozen=True, slots=True)
+class Inherited:
+    """What an account's earlier actor incarnation left in the outbox."""
+
+    unknown_creates: bool  # a binding is ``creating``: a create whose outcome is unknown
+    due: bool  # a pending item is due (maybe in flight when that incarnation ended)
+    tried: bool  # a pending item failed before: its last attempt may have applied
+
+
+async def inherited(conn: Queryable, account_id: UUID, *, now: datetime) -> Inherited:
+    """The account's ``Inherited`` state, in one round trip (every actor start asks)."""
+    record = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM event_bindings WHERE account_id = $1"
+        " AND state = 'creating') AS unknown_creates,"
+        " EXISTS (SELECT 1 FROM outbox WHERE account_id = $1 AND state = 'pending'"
+        " AND next_attempt_at <= $2) AS due,"
+        " EXISTS (SELECT 1 FROM outbox WHERE account_id = $1 AND state = 'pending'"
+        " AND attempts > 0) AS tried",
+        account_id,
+        now,
+    )
+    assert record is not None  # a SELECT without FROM always yields its row
+    return Inherited(record["unknown_creates"], record["due"], record["tried"])
+
+
 async def mark_done(conn: Queryable, ids: Sequence[int]) -> int:
     """Finish pending items as done; how many were."""
     status = await conn.execute(

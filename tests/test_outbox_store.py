@@ -16,6 +16,7 @@ from outbox.model import EventContent, ItemState, Operation, SourceKey
 from providers.models import EventTiming
 from store import outbox
 from store.accounts import Account, create_account
+from store.bindings import begin_create
 from store.change_feed import record_changes
 from store.db import PgPool, Queryable, transaction
 from store.migrate import migrate
@@ -114,6 +115,22 @@ async def test_due_items_filters_by_account_time_and_state(pool: PgPool, account
         pool, [account.id, other.id, UUID(int=1)], now=now
     ) == {other.id}
     assert await outbox.accounts_with_due_items(pool, [account.id], now=later) == {account.id}
+
+
+async def test_inherited_says_what_an_earlier_incarnation_left(
+    pool: PgPool, account: Account
+) -> None:
+    now = datetime.now(UTC) + timedelta(seconds=5)  # an item inserted now is due by then
+    assert await outbox.inherited(pool, account.id, now=now) == outbox.Inherited(
+        False, False, False
+    )
+    item = await _upsert(pool, account)
+    assert await outbox.inherited(pool, account.id, now=now) == outbox.Inherited(False, True, False)
+    later = now + timedelta(hours=1)
+    assert await outbox.schedule_retry(pool, item, attempts=1, next_attempt_at=later, error="503")
+    assert await outbox.inherited(pool, account.id, now=now) == outbox.Inherited(False, False, True)
+    await begin_create(pool, account.id, _source("s2"), "primary")
+    assert (await outbox.inherited(pool, account.id, now=now)).unknown_creates
 
 
 async def test_checks_refuse_malformed_requests(pool: PgPool, account: Account) -> None:

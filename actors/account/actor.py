@@ -72,7 +72,6 @@ from providers.errors import (
 from providers.interface import CalendarProvider
 from providers.models import SyncPage, SyncWindow
 from store.accounts import Account, get_account, set_status
-from store.bindings import has_unknown_creates
 from store.calendars import (
     CalendarState,
     get_calendar_state,
@@ -85,7 +84,6 @@ from store.credentials import load_credentials
 from store.db import PgPoolConnection
 from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
-from store.outbox import accounts_with_due_items
 from store.preferences import Preferences, load_preferences
 from supervisor.inbox import InboxEntry
 
@@ -386,12 +384,7 @@ class AccountActor(Actor[object]):
     async def _unsettled_writes(self) -> bool:
         """Whether a create's outcome is unknown or an outbox item is due (maybe in flight
         when the last incarnation ended)."""
-        if self.outbound is None:
-            return False
-        account_id, pool = self._account_id(), self.ctx.pool
-        if await has_unknown_creates(pool, account_id):
-            return True
-        return bool(await accounts_with_due_items(pool, [account_id], now=self.ctx.clock()))
+        return self.outbound is not None and await self.outbound.inherit()
 
     def _cadence_of(self, preferences: Preferences | None) -> Cadence:
         ctx = self.ctx

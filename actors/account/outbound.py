@@ -50,6 +50,7 @@ from store.db import PgPoolConnection
 from store.fencing import fenced_transaction
 from store.outbox import (
     dead_letter,
+    inherited,
     mark_done,
     mark_skipped,
     next_due_at,
@@ -98,6 +99,16 @@ class OutboundWriter:
         if due is None or held_until is None:
             return due
         return max(due, held_until)
+
+    async def inherit(self) -> bool:
+        """Read what the last incarnation left (one query): whether a drain must run before the
+        first sync (a create of unknown outcome, or an item due, maybe in flight when it
+        ended). With nothing tried before either, no source starts ``uncertain``."""
+        ctx, account_id = self.calls.ctx, self.calls.account.id
+        left = await inherited(ctx.pool, account_id, now=ctx.clock())
+        if self.uncertain is None and not (left.unknown_creates or left.tried):
+            self.uncertain = set()  # the first sync need not read the outbox
+        return left.unknown_creates or left.due
 
     async def settle_uncertain(self) -> None:
         """Adopt what writes of unknown outcome did at the provider (reads only), so the next
