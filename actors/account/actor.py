@@ -5,8 +5,9 @@ Invariants:
   calendar's cursor / delta token; nothing survives an incarnation but what was committed;
 - every write runs in ``fenced_transaction`` with the epoch this replica holds for the
   account's shard; ``StaleEpoch`` stops the actor normally (another replica owns it now);
-- each sync page commits together with its continuation, so a crash resumes from the last page;
-- an expired delta token starts a mark-and-sweep full round, never a wipe;
+- each sync page commits together with its continuation, so a crash resumes from the last page,
+  and an expired delta token starts a mark-and-sweep full round, never a wipe
+  (``actors.account.paging``);
 - inbox entries are acknowledged only after the sync covering them committed;
 - provider calls go through ``AccountCalls`` (fresh token, one refresh after a 401, the shared
   request budget); a rotated refresh token is stored with the new access token;
@@ -37,6 +38,7 @@ import structlog
 from actors.account.calls import AccountCalls
 from actors.account.context import AccountContext
 from actors.account.outbound import OutboundWriter
+from actors.account.paging import CalendarPager
 from actors.account.policy import (
     Cadence,
     cadence_of,
@@ -49,7 +51,6 @@ from actors.account.policy import (
     retry_delay_s,
     seconds_until,
     settle_delay_s,
-    sync_window,
 )
 from actors.account.push import (
     PushScope,
@@ -67,22 +68,18 @@ from metrics import events as metrics
 from providers.errors import (
     AuthRevoked,
     ProviderError,
-    SyncStateExpired,
 )
 from providers.interface import CalendarProvider
-from providers.models import SyncPage, SyncWindow
 from store.accounts import Account, get_account, set_status
 from store.calendars import (
     CalendarState,
     get_calendar_state,
     list_calendar_states,
     reconcile_calendars,
-    start_full_round,
 )
 from store.channels import ChannelRow, list_channels
 from store.credentials import load_credentials
 from store.db import PgPoolConnection
-from store.events import apply_sync_page
 from store.fencing import StaleEpoch, fenced_transaction
 from store.preferences import Preferences, load_preferences
 from supervisor.inbox import InboxEntry
@@ -502,52 +499,18 @@ class AccountActor(Actor[object]):
             await self._page_calendar(state, full=full)
 
     async def _page_calendar(self, state: CalendarState, *, full: bool) -> None:
-        """Page one calendar to its delta token, committing each page with its continuation."""
+        """Page one calendar to its delta token (``actors.account.paging``), then note it."""
         self.set_status(f"syncing {state.id}")
         if self.outbound is not None:
             # A write whose answer was lost may have applied: adopt it first, so this sync
             # sees the event as our echo instead of reporting it as the user's change.
             await self.outbound.settle_uncertain()
-        fresh = state.delta_token is None and state.sync_cursor is None
-        if full or fresh:
-            state = await self._start_round(state.id)
-        expired_once = False
-        while True:
-            try:
-                page = await self._fetch_page(state)
-            except SyncStateExpired:
-                if expired_once:
-                    raise
-                expired_once = True
-                state = await self._start_round(state.id)
-                continue
-            done = page.delta_token is not None
-            async with self._fenced() as conn:
-                await apply_sync_page(conn, self._account_id(), state.id, page)
-                # The stored continuation is read back only when there is one to follow.
-                after = (
-                    None if done else await get_calendar_state(conn, self._account_id(), state.id)
-                )
-            if done:
-                self.synced_at[state.id] = asyncio.get_running_loop().time()
-                self._cell.describe(last_sync_at=time.time())
-                if state.id not in self.channels and self.cadence.auto_sync:
-                    self.push_due.add(state.id)
-                return
-            if after is None:
-                return
-            state = after
-
-    async def _fetch_page(self, state: CalendarState) -> SyncPage:
-        """The next page: continue the cursor, else increment from the token, else full."""
-        window = self._window_of(state)
-        cursor = state.sync_cursor
-        delta_token = None if cursor is not None else state.delta_token
-        return await self._call(
-            lambda token: self._provider().fetch_sync_page(
-                token, state.id, window=window, delta_token=delta_token, cursor=cursor
-            )
-        )
+        if not await self._pager().sync(state, full=full):
+            return  # the calendar vanished meanwhile
+        self.synced_at[state.id] = asyncio.get_running_loop().time()
+        self._cell.describe(last_sync_at=time.time())
+        if state.id not in self.channels and self.cadence.auto_sync:
+            self.push_due.add(state.id)
 
     async def _push(self, calendar_id: str, *, recreate: bool) -> bool:
         """Open, renew or recreate the channel of ``calendar_id`` (no-op without a push address);
@@ -622,17 +585,6 @@ class AccountActor(Actor[object]):
         return state is not None and syncable(state)
 
     # -- storage steps --------------------------------------------------------------------------
-
-    async def _start_round(self, calendar_id: str) -> CalendarState:
-        """Begin a mark-and-sweep full round over a window computed now."""
-        ctx = self.ctx
-        window = sync_window(ctx.clock(), self.cadence.window_back, self.cadence.window_ahead)
-        async with self._fenced() as conn:
-            await start_full_round(conn, self._account_id(), calendar_id, window)
-            state = await get_calendar_state(conn, self._account_id(), calendar_id)
-        if state is None:
-            raise LookupError(f"calendar {calendar_id!r} vanished")
-        return state
 
     async def _call(self, request: Callable[[str], Awaitable[T]]) -> T:
         """Call the provider with a fresh enough token (``AccountCalls``)."""
@@ -712,12 +664,16 @@ class AccountActor(Actor[object]):
         if moments:
             self._arm(REBASE, seconds_until(min(moments), ctx.clock()))
 
-    def _window_of(self, state: CalendarState) -> SyncWindow:
-        if state.window_start is None or state.window_end is None:
-            return sync_window(
-                self.ctx.clock(), self.cadence.window_back, self.cadence.window_ahead
-            )
-        return SyncWindow(state.window_start, state.window_end)
+    def _pager(self) -> CalendarPager:
+        cadence = self.cadence
+        return CalendarPager(
+            self._calls(),
+            self._account_id(),
+            self._fenced,
+            cadence.window_back,
+            cadence.window_ahead,
+            self.ctx.clock,
+        )
 
     def _fenced(self) -> AbstractAsyncContextManager[PgPoolConnection]:
         assert self.account is not None and self.epoch is not None
