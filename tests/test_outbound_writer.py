@@ -392,6 +392,22 @@ async def test_a_throttled_account_waits_for_retry_after(world: World, provider:
     assert (await h.item(first)).state is (await h.item(other)).state is ItemState.DONE
 
 
+@PROVIDERS
+async def test_a_drain_answers_when_to_drain_next(world: World, provider: Provider) -> None:
+    h = await start(world, provider)
+    kind, _ = FAULTS[(provider, "500")]
+    h.control.add_fault(kind, method="POST", path="*events*", count=1)
+    failing = await h.upsert("s1", 1, "backs off")
+    now = [datetime.now(UTC) + timedelta(seconds=1)]  # the item is due
+    writer = await h.writer(lambda: now[0])
+    next_at = await writer.drain()  # it failed: the drain answers its next attempt
+    assert next_at is not None and next_at == (await h.item(failing)).next_attempt_at
+    now[0] = next_at + timedelta(seconds=1)
+    assert await writer.drain() is None  # written: nothing is pending any more
+    assert (await h.item(failing)).state is ItemState.DONE
+    assert await writer.drain() is None
+
+
 async def test_max_attempts_dead_letters_with_the_last_error(world: World) -> None:
     h = await start(world, "microsoft")
     h.control.add_fault("server_error", method="POST", path="*events*", count=None)

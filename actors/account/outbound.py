@@ -93,8 +93,15 @@ class OutboundWriter:
         if self.held_until is not None and now < self.held_until:
             return self.held_until
         items = await pending_items(ctx.pool, account_id, limit=self.batch)
-        held_until = await self._write(items, now) if items else None
+        if not items:  # due or backing off alike: nothing is pending
+            self.held_until = None
+            return None
+        held_until, finished_all = await self._write(items, now)
         self.held_until = held_until
+        if finished_all and len(items) < self.batch:
+            # Everything pending was read and is finished; an item inserted meanwhile wakes
+            # the actor again (NOTIFY, or the fallback poll).
+            return None
         due = await next_due_at(ctx.pool, account_id)
         if due is None or held_until is None:
             return due
@@ -142,9 +149,12 @@ class OutboundWriter:
         # What the provider does not show was not applied: the item's own retry writes it.
         self.uncertain = set()
 
-    async def _write(self, items: Sequence[OutboxItem], now: datetime) -> datetime | None:
+    async def _write(
+        self, items: Sequence[OutboxItem], now: datetime
+    ) -> tuple[datetime | None, bool]:
         """Plan ``items`` (pending, due or not) and write the units all of whose items are due
-        at ``now``; the end of the account's hold if one began, else None."""
+        at ``now``; (the end of the account's hold if one began, else None; whether every
+        item is finished)."""
         bindings = await self._bindings(items)
         work = plan(items, bindings)
         due = {
@@ -166,10 +176,11 @@ class OutboundWriter:
             except ProviderError as error:
                 held_until = await self._failed(unit, error, attempts)
                 if held_until is not None:
-                    return held_until  # the rest waits for the next drain
+                    return held_until, False  # the rest waits for the next drain
             else:
                 succeeded.add(index)
-        return None
+        # Stale and settled items were finished above; the others are if every unit succeeded.
+        return None, len(succeeded) == len(work.units)
 
     async def _bindings(self, items: Sequence[OutboxItem]) -> dict[SourceKey, Binding]:
         """The bindings ``plan`` needs: each source's, and every one in a REBUILD_ALL scope."""
