@@ -159,3 +159,32 @@ def _reencrypt(
     access = keyring.decrypt(key_id, row["access_token"], account_id=account_id, field=ACCESS_TOKEN)
     _, access_blob = keyring.encrypt(access, account_id=account_id, field=ACCESS_TOKEN)
     return refresh_blob, access_blob
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    """An account's credentials without the tokens (what operators may see)."""
+
+    key_id: str
+    has_access_token: bool
+    access_token_expires_at: datetime | None
+    scopes: tuple[str, ...]
+    updated_at: datetime
+
+
+async def credential_info(conn: Queryable, account_id: UUID) -> CredentialInfo | None:
+    """The account's credential metadata, never selecting a token; None without credentials."""
+    row = await conn.fetchrow(
+        "SELECT key_id, access_token IS NOT NULL AS has_access_token, access_token_expires_at,"
+        " scopes, updated_at FROM credentials WHERE account_id = $1",
+        account_id,
+    )
+    if row is None:
+        return None
+    return CredentialInfo(
+        key_id=row["key_id"],
+        has_access_token=row["has_access_token"],
+        access_token_expires_at=row["access_token_expires_at"],
+        scopes=tuple(row["scopes"]),
+        updated_at=row["updated_at"],
+    )

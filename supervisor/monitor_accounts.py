@@ -23,6 +23,7 @@ from actors.supervisor import Supervisor
 from store.accounts import Account, get_account, mark_quarantined, set_status
 from store.calendars import list_calendar_states
 from store.channels import list_channels
+from store.credentials import CredentialInfo, credential_info
 from store.db import PgPool
 
 QUARANTINED_BY_OPERATOR = "quarantined by operator"
@@ -30,17 +31,6 @@ QUARANTINED_BY_OPERATOR = "quarantined by operator"
 
 class ActionRefused(Exception):
     """An operator command could not be carried out; the message says why, in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialInfo:
-    """An account's credentials without the tokens."""
-
-    key_id: str
-    has_access_token: bool
-    access_token_expires_at: datetime | None
-    scopes: tuple[str, ...]
-    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +78,7 @@ async def read_account_metadata(pool: PgPool, account_id: UUID) -> AccountMetada
     account = await get_account(pool, account_id)
     if account is None:
         return None
-    row = await pool.fetchrow(
-        "SELECT key_id, access_token IS NOT NULL AS has_access_token, access_token_expires_at,"
-        " scopes, updated_at FROM credentials WHERE account_id = $1",
-        account_id,
-    )
-    credentials = (
-        None
-        if row is None
-        else CredentialInfo(
-            key_id=row["key_id"],
-            has_access_token=row["has_access_token"],
-            access_token_expires_at=row["access_token_expires_at"],
-            scopes=tuple(row["scopes"]),
-            updated_at=row["updated_at"],
-        )
-    )
+    credentials = await credential_info(pool, account_id)
     calendars = tuple(
         CalendarInfo(
             id=c.id,

@@ -46,7 +46,7 @@ from store.accounts import (
 )
 from store.calendars import list_calendar_states
 from store.channels import list_channels
-from store.credentials import Credentials, store_credentials
+from store.credentials import Credentials, credential_info, store_credentials
 from store.crypto import Keyring
 from store.db import PgPool, create_pool, transaction
 from store.events import export_events
@@ -222,11 +222,7 @@ async def require_account(pool: PgPool, account_id: UUID) -> Account:
 async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
     """Everything ``accounts show`` prints, JSON-ready; never a token value or hash."""
     account = await require_account(pool, account_id)
-    cred = await pool.fetchrow(
-        "SELECT key_id, access_token IS NOT NULL AS has_access_token, access_token_expires_at,"
-        " scopes, updated_at FROM credentials WHERE account_id = $1",
-        account_id,
-    )
+    cred = await credential_info(pool, account_id)
     calendars = await list_calendar_states(pool, account_id)
     counts = {
         r["calendar_id"]: int(r["n"])
@@ -242,11 +238,11 @@ async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
         None
         if cred is None
         else {
-            "key_id": cred["key_id"],
-            "has_access_token": cred["has_access_token"],
-            "access_token_expires_at": _iso(cred["access_token_expires_at"]),
-            "scopes": list(cred["scopes"]),
-            "updated_at": _iso(cred["updated_at"]),
+            "key_id": cred.key_id,
+            "has_access_token": cred.has_access_token,
+            "access_token_expires_at": _iso(cred.access_token_expires_at),
+            "scopes": list(cred.scopes),
+            "updated_at": _iso(cred.updated_at),
         }
     )
     details["calendars"] = [

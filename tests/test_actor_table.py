@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from actors.cell import ErrorRecord
 from actors.registry import ActorSnapshot, RegistryStatistics
 from store.accounts import Account
+from store.credentials import CredentialInfo
 from supervisor.actor_table import actor_detail, actors_table, shards_table, summary_line
 from supervisor.lease_state import LeasePolicy, LeaseState, LossReason, ShardLease
-from supervisor.monitor_accounts import AccountMetadata, CalendarInfo, ChannelInfo, CredentialInfo
+from supervisor.monitor_accounts import AccountMetadata, CalendarInfo, ChannelInfo
 from supervisor.monitor_shards import ShardsView, shard_rows
 
 NOW = 1_800_000_000.0
