@@ -7,22 +7,22 @@
 # The embedded Postgres/Redis (tests, demo) stay out: point IW_DATABASE_URL and IW_REDIS_URL at
 # real servers.
 
-# Build every wheel first, so the final image needs no compiler and no network.
+# The build stage installs the runtime part of the lock (requirements/runtime.lock, every file
+# checked against its hash) and the project into /opt/venv, through the same script the tests
+# run; the final image copies that venv and needs no compiler, no pip and no network.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+RUN PYTHON=python3.11 sh deploy/install-runtime.sh /opt/venv /src
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PATH=/opt/venv/bin:$PATH
 RUN useradd --create-home --uid 10001 worker
-COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels integration-worker && rm -rf /wheels
+COPY --from=build /opt/venv /opt/venv
 USER worker
 # gateway, admin API, a replica's /metrics /healthz /readyz. aiomonitor stays on 127.0.0.1 in
 # the container (no authentication, runs code): reach it with `docker exec` / `kubectl exec`.

