@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml $(LOCKS)
 	$(PIP_INSTALL) -r requirements/build.lock
 	$(PIP_INSTALL) -r requirements/dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# The wheel ships the runtime packages only; the dev venv also sees the checkout's tooling
+	@# packages (sandbox/, bench/, tests/), so `integration-worker demo` finds the sandbox.
+	@$(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' \
+		| xargs -I{} sh -c 'echo "$(CURDIR)" > {}/integration_worker_checkout.pth'
 	$(BIN)/python requirements/lockfile.py installed --python $(BIN)/python requirements/dev.lock
 	@touch $(STAMP)
 

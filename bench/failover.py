@@ -3,8 +3,8 @@
 Setup: ``--accounts`` Google accounts (emulator users with an empty primary calendar, so each
 sync is cheap) on ``--shards`` shards, ``--replicas`` real ``integration-worker supervise``
 processes with a ``--lease-ttl-s`` lease TTL, one ``integration-worker gateway`` process, and the
-Google emulator in this process (``tests.cluster``). Every account syncs and opens its push
-channel before anything is measured. From then until the end, people edit the calendars of
+Google emulator in this process (``sandbox.harness.cluster``). Every account syncs and opens its
+push channel before anything is measured. From then until the end, people edit the calendars of
 ``--edit-accounts`` accounts at ``--edits-per-s`` (creates, then renames), and every edit takes
 the real push path: emulator delivery -> gateway -> shard stream -> inbox -> actor -> commit.
 
@@ -68,10 +68,10 @@ from bench.report import render
 from bench.sync import _fresh_database, _servers
 from config.logs import configure_logging
 from gateway.streams import notifications_key
+from sandbox.harness.cluster import Cluster, Person, logged_at, open_cluster
 from store.db import DEFAULT_SCHEMA, create_pool
 from supervisor.assignment import assign
 from supervisor.inbox import GROUP
-from tests.cluster import Cluster, Person, logged_at, open_cluster
 
 log = structlog.get_logger("bench.failover")
 

@@ -26,9 +26,9 @@ from bench.outbox_app import event_slot
 from bench.sync_emulator import EmulatorLink
 from outbox.rules import idempotency_key
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator.api import PREFIX as API_PREFIX
-from providers.google.emulator.control import PREFIX as CONTROL_PREFIX
 from providers.models import EventDraft, EventTiming
+from sandbox.emulators.google.api import PREFIX as API_PREFIX
+from sandbox.emulators.google.control import PREFIX as CONTROL_PREFIX
 
 TITLE_PREFIX = "outbox bench "
 READ_CONCURRENCY = 16

@@ -57,7 +57,7 @@ async def _servers() -> AsyncIterator[tuple[str, str, bool]]:
             await conn.close()
         yield database_url, redis_url, tracked
         return
-    from store.embedded import embedded_services  # noqa: PLC0415 - optional extra
+    from sandbox.embedded import embedded_services  # noqa: PLC0415 - optional extra
 
     with contextlib.ExitStack() as stack:
         services = await anyio.to_thread.run_sync(stack.enter_context, embedded_services())

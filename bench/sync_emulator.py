@@ -36,9 +36,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from providers.emulation.faults import FaultBook, Fired
-from providers.google.emulator import GoogleEmulator
-from providers.google.emulator.api import PREFIX
+from sandbox.emulators.google import GoogleEmulator
+from sandbox.emulators.google.api import PREFIX
+from sandbox.emulators.shared.faults import FaultBook, Fired
 
 _LIST_SUFFIX = "/events"
 _CALENDARS = PREFIX + "calendars/"

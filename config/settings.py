@@ -144,15 +144,6 @@ class Settings(BaseSettings):
     # where the provider raised them for the project (or for an emulator).
     google_requests_per_minute: int = Field(default=10_000, ge=1)
     microsoft_requests_per_10_minutes: int = Field(default=10_000, ge=1)
-    # Test fault injection, never for production: while this file exists, every fenced write
-    # waits before its epoch check (split-brain tests hold a replica there during a takeover).
-    fault_hold_file: Path | None = None
-    # Likewise for outbox crash tests: while this file exists, the outbound writer waits at the
-    # named point (``actors.account.outbound_faults``), where the test kills or freezes it.
-    fault_outbox_hold_file: Path | None = None
-    fault_outbox_hold_at: Literal["outbox.after_binding", "outbox.after_provider_write"] = (
-        "outbox.after_binding"
-    )
     # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
     # shard to another (it stops the shard's actors well before, see docs/shards.md).
     lease_ttl_s: float = Field(default=10.0, gt=0)

@@ -75,20 +75,21 @@ async def _supervise(settings: Settings, _args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def _sandbox_extra(command: str) -> Iterator[None]:
-    """Imports of the sandbox (emulators, embedded servers, the demo) happen inside the commands
-    that use them: a runtime-only install runs every other command, and these refuse clearly."""
+    """Imports of the sandbox (emulators, embedded servers, the demo; a checkout's package that
+    the wheel leaves out) happen inside the commands that use them: a runtime-only install runs
+    every other command, and these refuse clearly."""
     try:
         yield
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"`{command}` needs the sandbox extra (missing module {exc.name!r}): "
-            "install with `make install`, or `pip install 'integration-worker[sandbox]'`"
+            f"`{command}` needs the sandbox (missing module {exc.name!r}): run it in a "
+            "checkout's environment, made by `make install`"
         ) from None
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> None:
     with _sandbox_extra("demo"):
-        from supervisor.demo import DEFAULT_EVENTS, run_demo  # noqa: PLC0415
+        from sandbox.demo import DEFAULT_EVENTS, run_demo  # noqa: PLC0415
 
     events = DEFAULT_EVENTS if args.events is None else args.events
     async with open_services(settings) as urls:
@@ -120,9 +121,9 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
 async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
     with _sandbox_extra("emulator"):
         if args.provider == "google":
-            from providers.google.emulator.server import serve  # noqa: PLC0415
+            from sandbox.emulators.google.server import serve  # noqa: PLC0415
         else:
-            from providers.microsoft.emulator.server import serve  # noqa: PLC0415
+            from sandbox.emulators.microsoft.server import serve  # noqa: PLC0415
     await serve(args.host, args.port)
 
 

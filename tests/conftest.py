@@ -20,9 +20,9 @@ import structlog
 from redis.asyncio import Redis
 
 from config.logs import configure_logging
+from sandbox.embedded import Services, embedded_services
 from store.crypto import Keyring, generate_key
 from store.db import DEFAULT_SCHEMA, PgPool, create_pool, dsn_with_database, quote_ident
-from store.embedded import Services, embedded_services
 from store.migrate import migrate
 
 SCHEMA = DEFAULT_SCHEMA

@@ -23,8 +23,8 @@ from uuid import UUID
 
 from providers.google.mapping import BINDING_PROPERTY
 from providers.microsoft.mapping import BINDING_PROPERTY_ID
+from sandbox.harness.pipeline import GRAPH_DEFAULT, Person, Pipeline
 from store.db import PgPool
-from tests.pipeline import GRAPH_DEFAULT, Person, Pipeline
 
 UPSERT, CANCEL = "UPSERT_EVENT", "CANCEL_EVENT"
 WORDS = ("Deadline", "Review", "Launch", "Handover", "Audit", "Demo", "Kickoff", "Retro")

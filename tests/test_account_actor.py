@@ -19,11 +19,11 @@ from actors.account import AccountContext, account_spec
 from actors.cell import ActorCell, ActorState
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
-from providers.emulation.world import open_emulated_providers
-from providers.google.emulator import GoogleEmulator
 from providers.interface import CalendarProvider
-from providers.microsoft.emulator.server import MicrosoftEmulator
 from providers.models import SyncPage, SyncWindow
+from sandbox.emulators.google import GoogleEmulator
+from sandbox.emulators.microsoft.server import MicrosoftEmulator
+from sandbox.emulators.shared.world import open_emulated_providers
 from store.accounts import Provider, create_account, get_account
 from store.calendars import get_calendar_state
 from store.credentials import Credentials, load_credentials, store_credentials

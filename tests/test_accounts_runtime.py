@@ -16,13 +16,13 @@ import pytest
 from config.settings import Settings, load_settings
 from gateway.streams import notifications_key
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator import GoogleEmulator
 from providers.http import create_session
+from sandbox.embedded import Services
+from sandbox.emulators.google import GoogleEmulator
 from store.accounts import create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
-from store.embedded import Services
 from store.events import export_events
 from supervisor.accounts_runtime import AccountsRuntime
 from supervisor.inbox import GROUP

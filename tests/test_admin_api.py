@@ -23,11 +23,11 @@ from admin.auth import hash_token
 from config.settings import ConfigError
 from gateway.streams import notifications_key
 from outbox.model import ItemState
+from sandbox.embedded import Services
 from store import outbox as store_outbox
 from store.accounts import create_account, get_account
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
-from store.embedded import Services
 from store.fencing import take_shard
 from store.preferences import Preferences, load_preferences
 from supervisor.inbox import Inbox, InboxEntry

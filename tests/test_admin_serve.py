@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from admin.serve import create_server_app
 from config.settings import Settings
-from providers.google.emulator.server import GoogleEmulator
 from providers.http import HttpSettings, create_session
+from sandbox.emulators.google.server import GoogleEmulator
 from store.accounts import find_account
 from store.crypto import Keyring
 from store.db import PgPool

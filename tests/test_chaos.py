@@ -3,7 +3,7 @@ and random faults, then quiescence and an exact comparison.
 
 Twelve accounts (six Google, three of them with a second calendar; six Microsoft) start with a
 few timed and all-day events and a weekly series each, sync, and open push channels to the real
-gateway (``tests.pipeline``; periodic polling is off). Then, in rounds driven by
+gateway (``sandbox.harness.pipeline``; periodic polling is off). Then, in rounds driven by
 ``random.Random(seed)``, people edit their calendars (create, rename, move within the window,
 move out of the window, delete, cancel one occurrence of a series, rename one occurrence, rename
 a whole series) while faults are injected: 429 with Retry-After, 5xx, 410 / expired sync
@@ -43,9 +43,8 @@ from typing import Any
 
 import pytest
 
-from store.db import PgPool
-from store.embedded import Services
-from tests.pipeline import (
+from sandbox.embedded import Services
+from sandbox.harness.pipeline import (
     GRAPH_DEFAULT,
     Person,
     Pipeline,
@@ -54,6 +53,7 @@ from tests.pipeline import (
     open_pipeline,
     wait_until,
 )
+from store.db import PgPool
 
 GOOGLE_ACCOUNTS = 6
 MICROSOFT_ACCOUNTS = 6

@@ -18,11 +18,11 @@ import orjson
 import telnetlib3
 
 from providers.http import ssl_context
+from sandbox.embedded import Services
 from store.accounts import create_account, list_accounts
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
-from store.embedded import Services
 from store.migrate import discover
 from tests.conftest import SCHEMA
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connect.pkce import s256_challenge
-from providers.emulation.authorization import (
+from sandbox.emulators.shared.authorization import (
     Approval,
     Authorizations,
     CodeRefused,

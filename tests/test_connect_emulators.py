@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from connect.pkce import s256_challenge
-from providers.google.emulator.server import GoogleEmulator
-from providers.microsoft.emulator.server import MicrosoftEmulator
-from providers.microsoft.emulator.tokens import jwt_claims
+from sandbox.emulators.google.server import GoogleEmulator
+from sandbox.emulators.microsoft.server import MicrosoftEmulator
+from sandbox.emulators.microsoft.tokens import jwt_claims
 
 CLIENT_ID, CLIENT_SECRET = "emu-client", "emu-secret"
 REDIRECT = "http://127.0.0.1:9/cb"

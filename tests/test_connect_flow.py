@@ -20,10 +20,10 @@ from aiohttp import web
 from config.settings import Settings, load_settings
 from connect import create_connect_app
 from providers.google.auth import GoogleTokenRefresher
-from providers.google.emulator.server import GoogleEmulator
 from providers.http import HttpSettings, create_session
 from providers.microsoft.auth import MicrosoftTokenRefresher
-from providers.microsoft.emulator.server import MicrosoftEmulator
+from sandbox.emulators.google.server import GoogleEmulator
+from sandbox.emulators.microsoft.server import MicrosoftEmulator
 from store.accounts import Provider, find_account, list_accounts, set_status
 from store.credentials import load_credentials
 from store.crypto import Keyring

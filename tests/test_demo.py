@@ -13,12 +13,12 @@ import time
 from redis.asyncio import Redis
 
 from config.settings import Settings, load_settings
+from sandbox.demo import run_demo
+from sandbox.demo.schedule import FAULT_KINDS
+from sandbox.embedded import Services
 from store.accounts import get_account
 from store.crypto import generate_key
 from store.db import PgPool
-from store.embedded import Services
-from supervisor.demo import run_demo
-from supervisor.demo.schedule import FAULT_KINDS
 from supervisor.services import ServiceUrls
 
 

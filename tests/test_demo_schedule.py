@@ -7,7 +7,7 @@ from itertools import islice, pairwise
 
 import pytest
 
-from supervisor.demo.schedule import FAULT_KINDS, fault_schedule
+from sandbox.demo.schedule import FAULT_KINDS, fault_schedule
 
 
 def test_same_seed_same_schedule_and_another_seed_another() -> None:

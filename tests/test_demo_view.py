@@ -9,8 +9,8 @@ import re
 import pytest
 from rich.console import Console
 
-from supervisor.demo.status import account_state
-from supervisor.demo.view import Figures, open_view, plain_line, render
+from sandbox.demo.status import account_state
+from sandbox.demo.view import Figures, open_view, plain_line, render
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -272,7 +272,7 @@ def test_every_production_command_runs_from_the_runtime_install(
     assert "usage: integration-worker" in result.stdout
 
 
-def test_the_demo_refuses_clearly_without_the_sandbox_extra(runtime_venv: Path) -> None:
+def test_the_demo_refuses_clearly_without_the_sandbox(runtime_venv: Path) -> None:
     result = subprocess.run(
         [str(runtime_venv / "bin" / "integration-worker"), "demo", "--duration", "1"],
         capture_output=True,
@@ -281,8 +281,8 @@ def test_the_demo_refuses_clearly_without_the_sandbox_extra(runtime_venv: Path) 
     )
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
-        "`demo` needs the sandbox extra (missing module 'rich'): install with `make install`,"
-        " or `pip install 'integration-worker[sandbox]'`"
+        "`demo` needs the sandbox (missing module 'sandbox'): run it in a checkout's"
+        " environment, made by `make install`"
     )
     assert "Traceback" not in result.stderr
 
@@ -291,3 +291,23 @@ def test_the_readme_documents_every_setting_and_no_other() -> None:
     documented = set(re.findall(r"`(IW_[A-Z0-9_]+)`", (ROOT / "README.md").read_text()))
     documented.discard("IW_CONFIG_FILE")  # names the file, not a setting
     assert documented == _setting_names()
+
+
+def test_without_urls_the_runtime_install_refuses_clearly(runtime_venv: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IW_")}
+    result = subprocess.run(
+        [str(runtime_venv / "bin" / "integration-worker"), "migrate"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 2
+    assert "IW_DATABASE_URL/IW_REDIS_URL not set, and no embedded servers here" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_runtime_install_holds_no_sandbox_module(runtime_venv: Path) -> None:
+    (site,) = runtime_venv.glob("lib/python3*/site-packages")
+    assert not (site / "sandbox").exists()
+    assert not list(site.glob("**/emulator*")) and not list(site.glob("**/demo"))

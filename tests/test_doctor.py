@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.streams import notifications_key
+from sandbox.embedded import Services
 from store.accounts import Account, create_account
 from store.db import PgPool
-from store.embedded import Services
 from supervisor.doctor import DoctorReport, examine, findings_table, render
 from supervisor.maintenance_audit import AuditPolicy, FindingKind
 from tests.test_cli import cli_env, run_cli

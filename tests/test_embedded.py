@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from store.embedded import EmbeddedRedis, Services, embedded_services
+from sandbox.embedded import EmbeddedRedis, Services, embedded_services
 
 
 @pytest.fixture

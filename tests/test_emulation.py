@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from providers.emulation.clock import Clock
-from providers.emulation.faults import FaultBook
+from sandbox.emulators.shared.clock import Clock
+from sandbox.emulators.shared.faults import FaultBook
 
 
 def book() -> FaultBook:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.faults import hold_while_exists
 from store.db import PgPool
 from store.fencing import (
     StaleEpoch,
@@ -17,7 +18,6 @@ from store.fencing import (
     take_shard,
     take_shards,
 )
-from supervisor.replica import hold_while_exists
 
 
 async def _marker_count(pool: PgPool) -> int:

@@ -27,10 +27,10 @@ from gateway.serve import serve
 from gateway.streams import FIELDS, entry_for, notifications_key, shard_tag
 from gateway.verify import Rejection, plausible_id, token_matches, verify
 from providers.models import Notification, NotificationKind
+from sandbox.embedded import EmbeddedRedis, Services
 from store.accounts import Account, create_account
 from store.channels import ChannelRow, hash_token, save_channel
 from store.db import PgPool
-from store.embedded import EmbeddedRedis, Services
 
 Client: TypeAlias = TestClient[web.Request, web.Application]
 

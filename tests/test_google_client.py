@@ -30,7 +30,6 @@ from providers.errors import (
     Unauthorized,
 )
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator import Control, GoogleEmulator
 from providers.http import HttpSettings, create_session
 from providers.interface import CalendarProvider, verify_notification
 from providers.models import (
@@ -43,6 +42,7 @@ from providers.models import (
     SyncPage,
     SyncWindow,
 )
+from sandbox.emulators.google import Control, GoogleEmulator
 
 CLIENT_ID = "1234567890-test.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-test-secret"

@@ -23,11 +23,11 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from providers.emulation.clock import Clock
-from providers.emulation.tokens import TokenError, decode_token, encode_token
-from providers.google.emulator import GoogleEmulator
-from providers.google.emulator.listing import Page, list_events, parse_list_query
-from providers.google.emulator.store import Store
+from sandbox.emulators.google import GoogleEmulator
+from sandbox.emulators.google.listing import Page, list_events, parse_list_query
+from sandbox.emulators.google.store import Store
+from sandbox.emulators.shared.clock import Clock
+from sandbox.emulators.shared.tokens import TokenError, decode_token, encode_token
 from tests.google_discovery import validate
 
 CLIENT_ID, CLIENT_SECRET = "client-1.apps.googleusercontent.com", "s3cret"

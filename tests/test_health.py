@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from config.settings import Settings, load_settings
 from gateway.app import create_app
+from sandbox.embedded import EmbeddedRedis
 from store.crypto import generate_key
 from store.db import PgPool, create_pool
-from store.embedded import EmbeddedRedis
 from supervisor.lease_state import LeasePolicy
 from supervisor.leases import LeaseStore
 from supervisor.ops_server import open_ops_server

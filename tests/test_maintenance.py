@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from config.settings import load_settings
 from gateway.streams import notifications_key
+from sandbox.embedded import Services
 from store.accounts import Account, create_account
 from store.channels import ChannelRow, hash_token, save_channel
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
-from store.embedded import Services
 from store.maintenance import (
     RunTakenOver,
     claim_run,

@@ -31,13 +31,13 @@ from metrics.health import readiness, shard_standing
 from metrics.outbox_figures import OutboxFigures
 from providers.errors import Throttled
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator import GoogleEmulator
 from providers.http import create_session
+from sandbox.embedded import EmbeddedRedis, Services
+from sandbox.emulators.google import GoogleEmulator
 from store.accounts import Account, create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool, create_pool
-from store.embedded import EmbeddedRedis, Services
 from store.outbox import dead_letter, enqueue_rebuild
 from supervisor.accounts_runtime import AccountsRuntime
 from supervisor.inbox import GROUP, Inbox, InboxEntry

@@ -36,8 +36,6 @@ from providers.errors import (
 from providers.http import HttpSettings, create_session
 from providers.interface import CalendarProvider, verify_notification
 from providers.microsoft.client import MicrosoftCalendarProvider
-from providers.microsoft.emulator import MicrosoftEmulator
-from providers.microsoft.emulator.control import Control
 from providers.microsoft.mapping import PRIMARY
 from providers.microsoft.notifications import parse_notifications, validation_token
 from providers.models import (
@@ -52,6 +50,8 @@ from providers.models import (
     SyncWindow,
 )
 from providers.payload import MalformedPayload
+from sandbox.emulators.microsoft import MicrosoftEmulator
+from sandbox.emulators.microsoft.control import Control
 
 CLIENT_ID, CLIENT_SECRET = "11111111-2222-3333-4444-555555555555", "s3cret~value"
 UPN = "adele@contoso.example"

@@ -22,8 +22,8 @@ import pytest
 import requests
 from aiohttp import web
 
-from providers.microsoft.emulator import MicrosoftEmulator
-from providers.microsoft.emulator.recurrence import expand
+from sandbox.emulators.microsoft import MicrosoftEmulator
+from sandbox.emulators.microsoft.recurrence import expand
 
 CLIENT_ID, CLIENT_SECRET = "11111111-2222-3333-4444-555555555555", "s3cret~value"
 UPN = "adele@contoso.example"

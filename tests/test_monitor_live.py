@@ -18,13 +18,13 @@ import telnetlib3
 
 from config.settings import load_settings
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator import GoogleEmulator
 from providers.http import create_session
+from sandbox.embedded import Services
+from sandbox.emulators.google import GoogleEmulator
 from store.accounts import create_account, get_account
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
-from store.embedded import Services
 from store.events import export_events
 from supervisor.accounts_runtime import AccountsRuntime
 from supervisor.replica import Replica, open_replica

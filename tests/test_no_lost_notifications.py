@@ -1,11 +1,11 @@
 """No notification is lost, even when an actor crashes in the middle of a sync.
 
-The real pipeline runs in one process (``tests.pipeline``): both provider emulators deliver push
-notifications over HTTP to the real webhook gateway, which appends them to the shard streams in
-Redis; the replica's ``AccountsRuntime`` consumes them through its inbox and account actors, with
-periodic polling turned off (a 30-year poll interval), so notifications are the only thing that
-starts a sync. One Google and one Microsoft account are edited in bursts (creates, renames,
-moves, deletions, a cancelled occurrence of a series).
+The real pipeline runs in one process (``sandbox.harness.pipeline``): both provider emulators
+deliver push notifications over HTTP to the real webhook gateway, which appends them to the
+shard streams in Redis; the replica's ``AccountsRuntime`` consumes them through its inbox and
+account actors, with periodic polling turned off (a 30-year poll interval), so notifications are
+the only thing that starts a sync. One Google and one Microsoft account are edited in bursts
+(creates, renames, moves, deletions, a cancelled occurrence of a series).
 
 Proven:
 - every entry id the gateway logged as ``notification appended`` is logged by the inbox as
@@ -34,10 +34,8 @@ import orjson
 import pytest
 
 from gateway.streams import notifications_key
-from store.db import PgPool
-from store.embedded import Services
-from supervisor.inbox import Inbox
-from tests.pipeline import (
+from sandbox.embedded import Services
+from sandbox.harness.pipeline import (
     Crash,
     Person,
     Pipeline,
@@ -46,6 +44,8 @@ from tests.pipeline import (
     open_pipeline,
     wait_until,
 )
+from store.db import PgPool
+from supervisor.inbox import Inbox
 
 # An edit made at a given moment, and the account's state (emulator export) right after it.
 Snapshot = tuple[datetime, State]

@@ -13,13 +13,13 @@ import orjson
 import pytest
 
 from providers.models import CalendarInfo, Event, EventStatus, EventTiming, SyncPage
+from sandbox.embedded import Services
 from store.accounts import create_account, find_account, get_account, set_status
 from store.calendars import reconcile_calendars
 from store.channels import ChannelRow, hash_token, save_channel
 from store.credentials import load_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool, transaction
-from store.embedded import Services
 from store.events import apply_sync_page
 from supervisor.operator_commands import (
     OperatorError,

@@ -14,10 +14,10 @@ import pytest
 
 from outbox.model import EventContent, ItemState, Operation, OutboxItem, SourceKey
 from providers.models import EventTiming
+from sandbox.embedded import Services
 from store import outbox as store
 from store.accounts import Account, create_account
 from store.db import PgPool
-from store.embedded import Services
 from supervisor.operator_commands import OperatorError
 from supervisor.outbox_commands import (
     USAGE,

@@ -1,4 +1,4 @@
-"""Outbound writes exactly once across real crashes and a takeover (issue 7), on ``tests.cluster``.
+"""Outbound writes exactly once across real crashes and a takeover, on ``sandbox.harness.cluster``.
 
 Proven, with 16 shards, a 2 s lease TTL, polling off and one Google account per test; the
 writer is held by the fault hook (``IW_FAULT_OUTBOX_HOLD_FILE``) at a named point, and the
@@ -29,10 +29,11 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from actors.account.outbound_faults import AFTER_BINDING, AFTER_PROVIDER_WRITE, HELD
+from actors.account.pause_points import AFTER_BINDING, AFTER_PROVIDER_WRITE
+from sandbox.embedded import Services
+from sandbox.faults import OUTBOX_HELD
+from sandbox.harness.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 from store.db import PgPool
-from store.embedded import Services
-from tests.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 from tests.test_replicas import converged
 
 SHARDS = 16
@@ -80,7 +81,7 @@ async def hold_an_upsert(
 
 
 def holds(process: Process, person: Person) -> bool:
-    return any(r.get("actor") == str(person.account_id) for r in process.records(HELD))
+    return any(r.get("actor") == str(person.account_id) for r in process.records(OUTBOX_HELD))
 
 
 async def binding_row(cluster: Cluster, person: Person) -> dict[str, Any]:

@@ -1,15 +1,15 @@
-"""The outbox end to end in a running replica (``tests.pipeline``): an application's INSERT, in
-its own transaction, wakes the owning actor through LISTEN/NOTIFY (the fallback poll is off),
-and the provider ends up with exactly the intended events on both emulators; inbound sync of
+"""The outbox end to end in a running replica (``sandbox.harness.pipeline``): an application's
+INSERT, in its own transaction, wakes the owning actor through LISTEN/NOTIFY (the fallback poll is
+off), and the provider ends up with exactly the intended events on both emulators; inbound sync of
 those writes reports nothing of origin provider, and the change feed names them ``outbox``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sandbox.embedded import Services
+from sandbox.harness.pipeline import Person, Pipeline, open_pipeline, wait_until
 from store.db import PgPool
-from store.embedded import Services
-from tests.pipeline import Person, Pipeline, open_pipeline, wait_until
 
 INSERT = (
     "INSERT INTO outbox (account_id, operation, workspace_id, source_type, source_id,"

@@ -1,4 +1,4 @@
-"""A seeded property test of the outbox through the whole pipeline (``tests.pipeline``).
+"""A seeded property test of the outbox through the whole pipeline (``sandbox.harness.pipeline``).
 
 Six accounts (three Google, three Microsoft; one Google account with the ``record`` conflict
 policy, one Microsoft account with ``provider_wins``, the others the default ``local_wins``) get
@@ -38,9 +38,10 @@ from uuid import UUID
 
 import pytest
 
+from sandbox.embedded import Services
+from sandbox.harness.pipeline import Pipeline, crash_mid_sync, open_pipeline, wait_until
 from store.accounts import Provider
 from store.db import PgPool
-from store.embedded import Services
 from tests.outbox_scenario import (
     AccountModel,
     Model,
@@ -53,7 +54,6 @@ from tests.outbox_scenario import (
     rename,
     write_fault,
 )
-from tests.pipeline import Pipeline, crash_mid_sync, open_pipeline, wait_until
 
 POLICIES: tuple[tuple[Provider, str], ...] = (
     ("google", "local_wins"),

@@ -15,10 +15,10 @@ import pytest
 
 from providers.errors import Permanent, Transient
 from providers.google.client import GoogleCalendarProvider
-from providers.google.emulator import Control, GoogleEmulator
 from providers.google.mapping import BINDING_PROPERTY
 from providers.http import HttpSettings, create_session
 from providers.models import Event, EventDraft, EventTiming, SyncPage, SyncWindow
+from sandbox.emulators.google import Control, GoogleEmulator
 
 CLIENT_ID = "1234567890-test.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-test-secret"

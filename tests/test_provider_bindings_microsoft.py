@@ -19,8 +19,6 @@ from yarl import URL
 from providers.errors import Transient
 from providers.http import HttpSettings, create_session
 from providers.microsoft.client import MicrosoftCalendarProvider
-from providers.microsoft.emulator import MicrosoftEmulator
-from providers.microsoft.emulator.control import Control
 from providers.microsoft.mapping import (
     BINDING_EXPAND,
     BINDING_PROPERTY_ID,
@@ -28,6 +26,8 @@ from providers.microsoft.mapping import (
     binding_filter,
 )
 from providers.models import Event, EventDraft, EventTiming, SyncPage, SyncWindow
+from sandbox.emulators.microsoft import MicrosoftEmulator
+from sandbox.emulators.microsoft.control import Control
 
 CLIENT_ID, CLIENT_SECRET = "11111111-2222-3333-4444-555555555555", "s3cret~value"
 UPN = "adele@contoso.example"

@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from store.embedded import EmbeddedRedis, Services
+from sandbox.embedded import EmbeddedRedis, Services
 from store.rate_limit import (
     BucketSpec,
     RateLimited,

@@ -9,9 +9,9 @@ import time
 from actors.actor import Actor
 from actors.spec import ChildSpec
 from config.settings import load_settings
+from sandbox.embedded import Services
 from store.accounts import create_account, get_account
 from store.db import PgPool
-from store.embedded import Services
 from supervisor.replica import open_replica
 from supervisor.services import ServiceUrls
 

@@ -1,4 +1,4 @@
-"""Faults injected into real replica processes (issue 6), on the ``tests.cluster`` harness.
+"""Faults injected into real replica processes, on the ``sandbox.harness.cluster`` harness.
 
 Proven, with 16 shards and a 2 s lease TTL:
 - split-brain: a replica whose fenced writes are held by the fault hook (``IW_FAULT_HOLD_FILE``)
@@ -36,10 +36,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from sandbox.embedded import EmbeddedRedis, Services
+from sandbox.harness.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 from store.db import PgPool
-from store.embedded import EmbeddedRedis, Services
 from supervisor.inbox import Inbox, InboxEntry
-from tests.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 from tests.test_replicas import all_acknowledged, converged
 
 SHARDS = 16

@@ -1,5 +1,5 @@
 """Real replica processes sharing the shards (issue 6): ``integration-worker supervise`` run as
-separate processes (``tests.cluster``) against one Postgres database and one Redis.
+separate processes (``sandbox.harness.cluster``) against one Postgres database and one Redis.
 
 Proven, with 256 shards (the default) and a 2 s lease TTL:
 - three replicas own every shard exactly once, 86/85/85 (``assign``'s fixed point); a fourth
@@ -32,12 +32,12 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.streams import notifications_key
+from sandbox.embedded import Services
+from sandbox.harness.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 from store.db import PgPool
-from store.embedded import Services
 from supervisor.assignment import assign
 from supervisor.inbox import GROUP
 from supervisor.leases import lease_key
-from tests.cluster import Cluster, Person, Process, logged_at, open_cluster, wait_for
 
 SHARDS = 256
 TTL_S = 2.0

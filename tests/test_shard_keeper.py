@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import pytest
 from redis.asyncio import Redis
 
+from sandbox.embedded import Services
 from store.db import PgPool
-from store.embedded import Services
 from supervisor.lease_state import LeasePolicy
 from supervisor.leases import LeaseStore, lease_key
 from supervisor.shard_keeper import ShardKeeper

@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from actors.account.calls import AccountCalls
-from actors.account.outbound_faults import AFTER_BINDING, AFTER_PROVIDER_WRITE, fault_point
+from actors.account.pause_points import AFTER_BINDING, AFTER_PROVIDER_WRITE, pause_point
 from outbox.model import Binding, BindingState, ConflictPolicy, EventContent, Operation
 from outbox.plan import Step, WorkUnit, steps
 from outbox.rules import (
@@ -118,7 +118,7 @@ class UnitSteps:
             outcome = await self._create(await self._begin(unit), content, probe=False)
         else:
             outcome = await self._create(binding, content, probe=True)
-        await fault_point(AFTER_PROVIDER_WRITE)  # tests only: off unless installed
+        await pause_point(AFTER_PROVIDER_WRITE)  # tests only: off unless installed
         await self._record(unit, content, outcome, finished)
 
     async def settle(
@@ -170,7 +170,7 @@ class UnitSteps:
                 )
                 return Outcome(binding, event)
         key = idempotency_key(binding.id, binding.generation)
-        await fault_point(AFTER_BINDING)  # tests only: off unless installed
+        await pause_point(AFTER_BINDING)  # tests only: off unless installed
         try:
             event = await self.calls.call(
                 lambda token: provider.create_event(token, calendar_id, draft, idempotency_key=key)

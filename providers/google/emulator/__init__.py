@@ -1,8 +1,0 @@
-"""Google Calendar API v3 and OAuth token endpoint emulator (real aiohttp server on loopback)."""
-
-from providers.emulation.clock import Clock
-
-from .control import Control
-from .server import GoogleEmulator, serve
-
-__all__ = ["Clock", "Control", "GoogleEmulator", "serve"]
