@@ -72,6 +72,10 @@ pytest: install
 
 test: lock-check lint typecheck pytest
 
+# tests/unit: pure code, no server, no event loop (tests/unit/conftest.py refuses both).
+test-fast: install
+	$(BIN)/pytest -q tests/unit
+
 bench: install
 	$(BIN)/python -m bench.actors
 	$(BIN)/python -m bench.sync

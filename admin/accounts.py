@@ -30,9 +30,11 @@ from admin.models import (
     PreferencesOut,
     SyncAccepted,
 )
+from cluster.keys import notifications_key
+from cluster.streams import StreamEntry, append
 from config.redact import register_secret
-from gateway.streams import StreamEntry, append, notifications_key
-from store.accounts import Account, Provider, Status, get_account, set_status
+from operations.accounts import DISABLED_BY_OPERATOR, OperatorError, add_account, remove_account
+from store.accounts import Account, get_account, set_status
 from store.db import Queryable, transaction
 from store.preferences import (
     Preferences,
@@ -40,12 +42,7 @@ from store.preferences import (
     load_preferences,
     save_preferences,
 )
-from supervisor.operator_commands import (
-    DISABLED_BY_OPERATOR,
-    OperatorError,
-    add_account,
-    remove_account,
-)
+from store.vocabulary import Provider, Status
 
 SYNC_NOW_KIND = "sync-now"  # routed to the actor as a sync of every calendar
 PREFERENCES_KIND = "preferences"  # routed to the actor, which reloads its preferences

@@ -24,9 +24,9 @@ from pydantic import (
     SecretStr,
 )
 
-from outbox.client import DEFAULT_CALENDAR, MAX_VERSION
-from store.accounts import Provider, Status
+from outbox.model import DEFAULT_CALENDAR, MAX_VERSION
 from store.preferences import MAX_FREQUENCY_MINUTES, MAX_WINDOW_DAYS, MIN_FREQUENCY_MINUTES
+from store.vocabulary import Provider, Status
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500

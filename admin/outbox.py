@@ -1,6 +1,6 @@
 """Outbox handlers: enqueue, status, dead letters (paged) and their replay.
 
-Invariants: requests go through ``outbox.client`` (the Python API's checks), so the API accepts
+Invariants: requests go through ``operations.outbox`` (the Python API's checks), so the API accepts
 exactly what applications may insert; a refused request writes nothing (422).
 """
 
@@ -26,14 +26,14 @@ from admin.models import (
     OutboxStatusQuery,
     Replayed,
 )
-from outbox import client
+from operations import outbox as client
 from outbox.model import ItemState, OutboxItem
 from store import outbox as store
 from store.db import transaction
 
 
 def request_of(body: EnqueueRequest) -> client.Request:
-    """The checked ``outbox.client`` request; ``ApiError`` 422 naming what is wrong."""
+    """The checked ``operations.outbox`` request; ``ApiError`` 422 naming what is wrong."""
     wanted = body.root
     try:
         if isinstance(wanted, EnqueueRebuild):

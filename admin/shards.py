@@ -7,8 +7,9 @@ from redis.asyncio import Redis
 
 from admin.context import Call, Deps
 from admin.models import MemberOut, ShardOut, ShardsOverview
+from cluster.keys import MEMBERS_KEY, lease_key
+from cluster.leases import replica_of
 from store.db import Queryable
-from supervisor.leases import MEMBERS_KEY, lease_key, replica_of
 
 
 def _text(value: bytes | str) -> str:

@@ -1,4 +1,4 @@
-"""Failover benchmark (issue 6): real replica processes sharing the shards, one killed, one joining.
+"""Failover benchmark: real replica processes sharing the shards, one killed, one joining.
 
 Setup: ``--accounts`` Google accounts (emulator users with an empty primary calendar, so each
 sync is cheap) on ``--shards`` shards, ``--replicas`` real ``integration-worker supervise``
@@ -66,12 +66,11 @@ from redis.asyncio import Redis
 
 from bench.report import render
 from bench.sync import _fresh_database, _servers
+from cluster.assignment import assign
+from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from config.logs import configure_logging
-from gateway.streams import notifications_key
 from sandbox.harness.cluster import Cluster, Person, logged_at, open_cluster
 from store.db import DEFAULT_SCHEMA, create_pool
-from supervisor.assignment import assign
-from supervisor.inbox import GROUP
 
 log = structlog.get_logger("bench.failover")
 
@@ -157,10 +156,16 @@ async def lost_entries(cluster: Cluster) -> int:
     for stream, ids in by_stream.items():
         pending = {
             _text(p["message_id"])
-            for p in await cluster.redis.xpending_range(stream, GROUP, "-", "+", 1_000_000)
+            for p in await cluster.redis.xpending_range(
+                stream, NOTIFICATIONS_GROUP, "-", "+", 1_000_000
+            )
         }
         groups = {_text(g["name"]): g for g in await cluster.redis.xinfo_groups(stream)}
-        delivered = str(_text(groups[GROUP]["last-delivered-id"])) if GROUP in groups else "0-0"
+        delivered = (
+            str(_text(groups[NOTIFICATIONS_GROUP]["last-delivered-id"]))
+            if NOTIFICATIONS_GROUP in groups
+            else "0-0"
+        )
         lost += sum(1 for i in ids if i in pending or _entry(i) > _entry(delivered))
     return lost
 
@@ -172,7 +177,7 @@ async def quiet(cluster: Cluster) -> bool:
     for shard in range(cluster.shards):
         key = notifications_key(shard)
         if await cluster.redis.exists(key) and int(
-            (await cluster.redis.xpending(key, GROUP))["pending"]
+            (await cluster.redis.xpending(key, NOTIFICATIONS_GROUP))["pending"]
         ):
             return False
     return not (cluster.appended_ids() - cluster.acknowledged_ids())

@@ -33,23 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from redis.asyncio import Redis
 
 from bench.sync_emulator import EmulatorLink, open_emulator
+from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
+from cluster.rate_limit import BucketSpec, TokenBucket
 from config.settings import load_settings
-from gateway.app import STATS, GatewayStatistics, create_app
-from gateway.streams import notifications_key
+from gateway.app import STATS, GatewayStatistics
 from providers.google.client import GoogleCalendarProvider
 from providers.http import create_session
+from sandbox.harness.gateway import serve_gateway
 from store.accounts import create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
-from store.db import DEFAULT_SCHEMA, PgPool, create_pool
+from store.db import DEFAULT_SCHEMA, PgPool
 from store.migrate import migrate
-from store.rate_limit import BucketSpec, TokenBucket
 from supervisor.accounts_runtime import AccountsRuntime
-from supervisor.inbox import GROUP
 from supervisor.replica import Replica, open_replica
 from supervisor.services import ServiceUrls
 
@@ -117,22 +115,6 @@ class PushFigures:
     coalesce_committed: bool
 
 
-async def start_gateway(
-    stack: contextlib.AsyncExitStack, urls: ServiceUrls
-) -> tuple[str, web.Application]:
-    """The webhook gateway on a loopback port for the rest of ``stack``: its URL and its app."""
-    gateway_pool = await create_pool(urls.database_url, DEFAULT_SCHEMA)
-    stack.push_async_callback(gateway_pool.close)
-    gateway_redis = Redis.from_url(urls.redis_url)
-    stack.push_async_callback(gateway_redis.aclose)
-    app = create_app(gateway_pool, gateway_redis)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", app
-
-
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (0.0 for no values)."""
     if not values:
@@ -164,7 +146,9 @@ class _Bench:
         total = 0
         for shard in range(SHARDS):
             with contextlib.suppress(Exception):  # no stream or group yet: nothing pending
-                info = await self.replica.redis.xpending(notifications_key(shard), GROUP)
+                info = await self.replica.redis.xpending(
+                    notifications_key(shard), NOTIFICATIONS_GROUP
+                )
                 total += int(info["pending"])
         return total
 
@@ -330,7 +314,9 @@ async def open_warmed_pipeline(
     harness_http = await stack.enter_async_context(aiohttp.ClientSession())
     link = await stack.enter_async_context(open_emulator(harness_http, child_process=child_process))
     await migrate(urls.database_url, DEFAULT_SCHEMA)
-    gateway_url, app = await start_gateway(stack, urls)
+    gateway_url, app = await serve_gateway(
+        stack, urls.database_url, urls.redis_url, DEFAULT_SCHEMA, max_pool_size=10
+    )
     replica_settings = load_settings(
         database_url=urls.database_url,
         redis_url=urls.redis_url,

@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from store.accounts import Provider
+from store.vocabulary import Provider
 
 # Microsoft: openid/profile for the id_token and preferred_username, offline_access for the
 # refresh token (v2-oauth2-auth-code-flow: "Only provided if offline_access scope was requested").

@@ -44,9 +44,9 @@ from connect.protocol import (
     parse_callback,
     token_form,
 )
+from operations.accounts import OperatorError, add_account
 from store.crypto import Keyring
 from store.db import PgPool
-from supervisor.operator_commands import OperatorError, add_account
 
 log = structlog.get_logger("connect")
 

@@ -32,8 +32,8 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cluster.streams import StreamEntry, append, entry_for
 from gateway.limits import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_body
-from gateway.streams import StreamEntry, append, entry_for
 from gateway.verify import Rejection, plausible_id, verify
 from metrics import events as metrics
 from metrics.health import probe_all, probe_postgres, probe_redis, readiness

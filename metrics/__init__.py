@@ -1,5 +1,9 @@
-"""Prometheus metrics and health probes shared by the replicas and the gateway (docs/metrics.md).
+"""Metric definitions and readiness probes, at the bottom of the layers (docs/metrics.md).
 
-``metrics.events`` imports nothing of the project: providers, actors, the gateway and the
-supervisor all import it, so it must not import any of them back.
+- ``events``: every event metric (counters, histograms), incremented where its event happens;
+- ``health``: the readiness probes (``/readyz``) of the replicas, the gateway and the API.
+
+Gauges of current state read actors and Postgres, so they live with the process
+(``supervisor.metric_collectors``, ``supervisor.outbox_figures``). Nothing here imports the
+project: every layer may import it.
 """

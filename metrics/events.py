@@ -2,12 +2,12 @@
 
 Invariants:
 - each metric is incremented where its event happens, through this module only; gauges of
-  current state are not here: they are computed at scrape time (``metrics.collectors``);
+  current state are not here: they are computed at scrape time (``supervisor.metric_collectors``);
 - names carry the ``integration_worker_`` prefix, counters end in ``_total``, durations are
   seconds; labels have bounded values (provider, status code, reason, actor kind), never an
   account, calendar or channel id;
-- the module imports only prometheus_client and ``providers.errors`` (a leaf), so any package
-  may import it without a cycle.
+- the module imports only prometheus_client: it sits at the bottom of the layers, so any
+  package may import it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-
-from providers.errors import ErrorKind, ProviderError
 
 PREFIX = "integration_worker_"
 
@@ -101,10 +99,9 @@ def record_provider_answer(provider: str, status: int) -> None:
     provider_requests.labels(provider, str(status)).inc()
 
 
-def record_provider_error(error: ProviderError) -> None:
-    """Count an error answer the provider's client classified (throttling, by its docs)."""
-    if error.kind is ErrorKind.THROTTLED:
-        provider_throttled.labels(error.provider).inc()
+def record_provider_throttled(provider: str) -> None:
+    """Count an answer the provider's client classified as throttling (by its docs)."""
+    provider_throttled.labels(provider).inc()
 
 
 def record_provider_transport_error(provider: str) -> None:

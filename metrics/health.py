@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from store.db import Queryable
+
+class Queryable(Protocol):
+    """What a probe needs of a Postgres pool (asyncpg's pools and connections have it)."""
+
+    def fetchval(self, query: str, *args: Any) -> Awaitable[Any]: ...
+
 
 PROBE_TIMEOUT_S = 1.0
 OK = "ok"

@@ -24,6 +24,9 @@ from uuid import UUID
 
 from providers.models import EventTiming
 
+MAX_VERSION = 2**63 - 1  # a source version is a bigint
+DEFAULT_CALENDAR = "primary"  # where a write goes when the request names no calendar
+
 
 class Operation(enum.Enum):
     """What an outbox item asks for."""

@@ -25,7 +25,7 @@ content when no item of it is pending; a head that is a cancel just deletes. Thi
 the items before the barrier, then the rebuild, then the items after it would leave, with fewer
 calls. Sources with items after the barrier only are not rebuilt.
 
-Invariants (tested in tests/test_outbox_plan.py):
+Invariants (tested in tests/unit/test_outbox_plan.py):
 - deterministic: the plan depends on the contents of ``items`` and ``bindings``, never on their
   iteration order;
 - at most one unit per source; a unit's ``completes`` is ascending and never empty;

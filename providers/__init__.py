@@ -1,0 +1,11 @@
+"""Calendar providers behind one neutral interface.
+
+- ``interface``: what an account actor uses to talk to any calendar provider;
+- ``models``: provider-neutral data (frozen dataclasses);
+- ``errors``: the one error taxonomy every provider maps its failures to;
+- ``http``: the HTTP edge the clients share (one session per process, no retries);
+- ``payload``, ``cursor_codec``: typed JSON readers and the cursor's wire form (pure);
+- ``google``, ``microsoft``: each provider's client, auth, mapping, cursor and notifications.
+
+The emulators of both providers live in the sandbox (``sandbox.emulators``).
+"""

@@ -18,17 +18,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, cast, get_args
+from typing import cast
 from uuid import UUID
 
 import asyncpg
 
 from store.db import Queryable
-
-Provider = Literal["google", "microsoft"]
-Status = Literal["active", "needs_reauth", "quarantined", "disabled"]
-PROVIDERS: tuple[Provider, ...] = get_args(Provider)
-STATUSES: tuple[Status, ...] = get_args(Status)
+from store.vocabulary import PROVIDERS, STATUSES, Provider, Status
 
 _COLUMNS = "id, provider, external_user_id, shard, status, last_error, created_at, updated_at"
 

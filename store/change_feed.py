@@ -1,7 +1,8 @@
-"""The change feed: ``changes`` rows written with each change, relayed to a Redis Stream.
+"""The change feed's table: ``changes`` rows written with each change, for the relay
+(``cluster.change_relay``) to publish to a Redis Stream.
 
 Writers call ``record_changes`` in the transaction that makes the change, so a change row exists
-if and only if the change committed. The relay (``publish_pending``) then publishes them.
+if and only if the change committed. The relay then publishes them.
 
 Contract (at-least-once, deduplicate by ``change_id``):
 - The relay reads unpublished rows in id order, XADDs each to the stream, and only then marks
@@ -22,23 +23,19 @@ Stream entry fields (all strings): ``change_id``, ``account_id`` (uuid), ``calen
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal, cast
 from uuid import UUID
 
 import asyncpg
-from redis.asyncio import Redis
-from redis.typing import EncodableT, FieldT
 
-from store.db import PgPool, Queryable
+from store.db import Queryable
 
 ChangeKind = Literal["created", "updated", "deleted"]
 Origin = Literal["provider", "outbox"]
 
-DEFAULT_STREAM = "iw:changes"
 # First half of the relay's two-key advisory lock (store.migrate uses 0x1A7E_0001); the second
 # is hashtext(current_schema()), so deployments sharing a database do not block each other.
 RELAY_LOCK_NAMESPACE = 0x1A7E_0002
@@ -102,20 +99,6 @@ async def record_changes(
     return sorted((change_of(r) for r in rows), key=lambda c: c.id)
 
 
-def stream_fields(change: ChangeRow) -> dict[str, str]:
-    """The stream entry of one change (see the module docstring)."""
-    return {
-        "change_id": str(change.id),
-        "account_id": str(change.account_id),
-        "calendar_id": change.calendar_id,
-        "event_id": change.event_id,
-        "kind": change.kind,
-        "origin": change.origin,
-        "etag": change.etag or "",
-        "created_at": change.created_at.astimezone(UTC).isoformat(),
-    }
-
-
 async def fetch_pending(conn: Queryable, batch: int) -> list[ChangeRow]:
     """Up to ``batch`` unpublished changes, lowest id first."""
     rows = await conn.fetch(
@@ -125,55 +108,8 @@ async def fetch_pending(conn: Queryable, batch: int) -> list[ChangeRow]:
     return [change_of(r) for r in rows]
 
 
-async def xadd_changes(redis: Redis, stream: str, changes: Sequence[ChangeRow]) -> None:
-    """XADD the changes in order, in one round trip (no MULTI: order is all we need)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for change in changes:
-            fields: dict[FieldT, EncodableT] = {k: v for k, v in stream_fields(change).items()}
-            pipe.xadd(stream, fields)
-        await pipe.execute()
-
-
 async def mark_published(conn: Queryable, ids: Sequence[int]) -> None:
     """Record that these changes are in the stream."""
     await conn.execute(
         "UPDATE changes SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
     )
-
-
-async def publish_pending(
-    pool: PgPool, redis: Redis, *, stream: str = DEFAULT_STREAM, batch: int = 500
-) -> int:
-    """Publish every unpublished change; the number published (0 if another relay runs)."""
-    total = 0
-    async with pool.acquire() as conn:
-        while True:
-            async with conn.transaction():
-                locked = await conn.fetchval(
-                    "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
-                    RELAY_LOCK_NAMESPACE,
-                )
-                if not locked:
-                    return total
-                pending = await fetch_pending(conn, batch)
-                if pending:
-                    await xadd_changes(redis, stream, pending)
-                    # A crash here republishes this batch next run (at-least-once, see above).
-                    await mark_published(conn, [c.id for c in pending])
-            total += len(pending)
-            if len(pending) < batch:
-                return total
-
-
-async def run_relay(
-    pool: PgPool,
-    redis: Redis,
-    *,
-    stream: str = DEFAULT_STREAM,
-    interval_s: float = 0.5,
-    batch: int = 500,
-) -> None:
-    """Publish pending changes every ``interval_s`` until cancelled; errors propagate."""
-    while True:
-        await publish_pending(pool, redis, stream=stream, batch=batch)
-        await asyncio.sleep(interval_s)

@@ -19,8 +19,8 @@ from uuid import UUID
 
 import asyncpg
 
-from store.accounts import PROVIDERS, Provider
 from store.db import Queryable
+from store.vocabulary import PROVIDERS, Provider
 
 _COLUMNS = (
     "provider, id, account_id, calendar_id, shard, resource_id, token_hash, expires_at, created_at"

@@ -43,25 +43,25 @@ from actors.cell import ActorState
 from actors.errors import ActorUnavailable
 from actors.spec import ChildSpec
 from actors.supervisor import Supervisor
+from cluster.change_relay import run_relay
+from cluster.inbox import Inbox, InboxEntry
+from cluster.lease_state import LeasePolicy, StartPacer
+from cluster.leases import LeaseStore
+from cluster.rate_limit import BucketSpec, TokenBucket
+from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings
 from providers.google.client import GoogleCalendarProvider
 from providers.interface import CalendarProvider
 from providers.microsoft.client import MicrosoftCalendarProvider
 from store.accounts import Account, list_accounts, shard_for
-from store.change_feed import run_relay
 from store.channels import list_channels_many
 from store.credentials import load_credentials_many
 from store.crypto import Keyring
 from store.preferences import load_preferences
-from store.rate_limit import BucketSpec, TokenBucket
-from supervisor.inbox import Inbox, InboxEntry
-from supervisor.lease_state import LeasePolicy, StartPacer
-from supervisor.leases import LeaseStore
 from supervisor.maintenance import scheduler_from_settings
 from supervisor.outbox_wakeups import DueItemsPoll, open_listener, run_outbox_wakeups
 from supervisor.replica import Replica
 from supervisor.resilient import run_resilient
-from supervisor.shard_keeper import ShardKeeper
 
 log = structlog.get_logger("supervisor.accounts")
 

@@ -21,10 +21,10 @@ import orjson
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from operations.accounts import OperatorError
 from store.db import PgPool, create_pool
 from supervisor.maintenance_audit import AuditPolicy, Finding, count_findings
 from supervisor.maintenance_jobs import audit_policy, find_problems, request_repairs
-from supervisor.operator_commands import OperatorError
 from supervisor.services import open_services
 
 
@@ -123,15 +123,3 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> None:
     if not report.healthy:
         accounts = len({f.account_id for f in report.findings})
         raise OperatorError(f"{len(report.findings)} finding(s) in {accounts} account(s)")
-
-
-def add_doctor_command(commands: argparse._SubParsersAction[Any]) -> None:
-    """Register ``doctor [--json] [--repair]``."""
-    doctor = commands.add_parser(
-        "doctor", help="audit active accounts: live channels and recent syncs (exit 1: findings)"
-    )
-    doctor.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    doctor.add_argument(
-        "--repair", action="store_true", help="ask the owning actors to resync / renew"
-    )
-    doctor.set_defaults(run=_doctor)

@@ -35,10 +35,11 @@ import anyio
 import structlog
 from redis.asyncio import Redis
 
+from cluster.lease_state import LeasePolicy, LeaseState, ShardLease
+from cluster.maintenance_lease import MaintenanceLease
 from config.settings import Settings
 from store.db import PgPool
 from store.maintenance import RunTakenOver, claim_run, finish_run, last_finished
-from supervisor.lease_state import LeasePolicy, LeaseState, ShardLease
 from supervisor.maintenance_jobs import (
     JobAction,
     LeaseLost,
@@ -48,7 +49,6 @@ from supervisor.maintenance_jobs import (
     run_audit,
     run_cleanup,
 )
-from supervisor.maintenance_lease import MaintenanceLease
 from supervisor.maintenance_schedule import AUDIT, CLEANUP, JOBS, Job, due_jobs, next_wake
 from supervisor.resilient import DEPENDENCY_ERRORS
 

@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from actors.account.push import pushes_calendar
-from gateway.streams import StreamEntry, notifications_key
+from cluster.keys import notifications_key
+from cluster.streams import StreamEntry
 from store.audit import AuditAccount, AuditCalendar, AuditChannel, AuditSnapshot
 
 

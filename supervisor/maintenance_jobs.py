@@ -24,8 +24,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors.account.policy import sync_window
+from cluster.streams import append
 from config.settings import Settings
-from gateway.streams import append
 from store.audit import read_audit_snapshot
 from store.db import PgPool, PgPoolConnection
 from store.maintenance import (

@@ -29,6 +29,7 @@ from aiomonitor.termui.commands import auto_command_done, custom_help_option
 from actors.cell import ActorState
 from actors.registry import ActorSnapshot, RegistryPage, RegistryStatistics
 from actors.supervisor import Supervisor
+from cluster.shard_keeper import ShardKeeper
 from store.db import PgPool
 from supervisor.actor_table import (
     COLUMNS,
@@ -39,7 +40,6 @@ from supervisor.actor_table import (
 )
 from supervisor.monitor_accounts import AccountMetadata, AccountOperations, ActionRefused
 from supervisor.monitor_shards import ShardsView, shards_view
-from supervisor.shard_keeper import ShardKeeper
 
 log = structlog.get_logger("supervisor.monitor")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.lease_state import LeaseState, ShardLease
-from supervisor.shard_keeper import ShardKeeper
+from cluster.lease_state import LeaseState, ShardLease
+from cluster.shard_keeper import ShardKeeper
 
 
 @dataclass(frozen=True, slots=True)

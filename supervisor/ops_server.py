@@ -24,12 +24,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings
-from metrics.collectors import ReplicaCollector, ReplicaState, combined
 from metrics.health import probe_all, probe_postgres, probe_redis, readiness, shard_standing
-from metrics.outbox_figures import OutboxFigures
+from supervisor.metric_collectors import ReplicaCollector, ReplicaState, combined
+from supervisor.outbox_figures import OutboxFigures
 from supervisor.replica import Replica
-from supervisor.shard_keeper import ShardKeeper
 
 log = structlog.get_logger("supervisor.ops")
 

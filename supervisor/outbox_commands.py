@@ -1,7 +1,7 @@
 """Outbox commands: ``outbox enqueue|status|dead-letters|replay``.
 
 Invariants:
-- bad input is refused before any service opens: arguments become an ``outbox.client`` request
+- bad input is refused before any service opens: arguments become an ``operations.outbox`` request
   (its checks, the Python API's) or an ``OperatorError``, so a refused command writes nothing;
 - ``replay ID...`` replays all of its ids or none: an id that is not a dead letter refuses the
   whole command;
@@ -25,21 +25,15 @@ import asyncpg
 import orjson
 
 from config.settings import Settings
-from outbox import client
+from operations import outbox as client
+from operations.accounts import OperatorError, parse_account_id, require_account
 from outbox.model import ItemState, OutboxItem
 from store import outbox as store
 from store.db import PgPool, transaction
-from supervisor.operator_commands import (
-    LAST_ERROR_WIDTH,
-    OperatorError,
-    _one_line,
-    _open_pool,
-    parse_account_id,
-    require_account,
-)
+from supervisor.command_line import MAX_PAGE
+from supervisor.operator_commands import LAST_ERROR_WIDTH, _one_line, _open_pool
 
 USAGE = 2  # the exit code of bad input, as argparse's
-MAX_PAGE = 1000
 
 _SOURCE_FLAGS = ("source_type", "source_id", "event_type")
 _CONTENT_FLAGS = ("title", "description", "start", "end", "time_zone", "start_date", "end_date")
@@ -317,55 +311,3 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> None:
         else:
             count = await replay_ids(pool, args.ids)
     print(f"dead letters replayed: {count}")
-
-
-def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
-    """Register ``outbox`` (enqueue, status, dead-letters, replay)."""
-    outbox = commands.add_parser("outbox", help="ask for writes, inspect and replay the outbox")
-    sub = outbox.add_subparsers(dest="outbox_command", required=True)
-
-    add = sub.add_parser(
-        "enqueue",
-        help="queue an upsert (default), a --cancel or a --rebuild; prints the item id",
-        description="Timed upserts take --start/--end (ISO 8601 with an offset); all-day ones"
-        " --all-day --start-date/--end-date (end exclusive).",
-    )
-    mode = add.add_mutually_exclusive_group()
-    mode.add_argument("--cancel", action="store_true", help="CANCEL_EVENT: delete the event")
-    mode.add_argument(
-        "--rebuild", action="store_true", help="REBUILD_ALL of --workspace in --calendar"
-    )
-    add.add_argument("--account", required=True, metavar="ID")
-    add.add_argument("--workspace", required=True)
-    add.add_argument("--calendar", default=client.DEFAULT_CALENDAR, help="default: primary")
-    add.add_argument("--source-type", default=None)
-    add.add_argument("--source-id", default=None)
-    add.add_argument("--event-type", default=None, help="e.g. BLOCKER_DEADLINE")
-    add.add_argument("--version", type=int, default=None, help="per source; lower is stale")
-    add.add_argument("--title", default=None)
-    add.add_argument("--description", default=None)
-    add.add_argument("--start", default=None, metavar="DATETIME")
-    add.add_argument("--end", default=None, metavar="DATETIME")
-    add.add_argument("--time-zone", default=None, help="IANA zone the event was planned in")
-    add.add_argument("--all-day", action="store_true")
-    add.add_argument("--start-date", default=None, metavar="DATE")
-    add.add_argument("--end-date", default=None, metavar="DATE", help="exclusive")
-    add.set_defaults(run=_enqueue)
-
-    status = sub.add_parser("status", help="items by state and the oldest pending one's age")
-    status.add_argument("--account", default=None, metavar="ID")
-    status.add_argument("--json", action="store_true", help="one JSON object")
-    status.set_defaults(run=_status)
-
-    letters = sub.add_parser("dead-letters", help="items given up on, with their last error")
-    letters.add_argument("--account", default=None, metavar="ID")
-    letters.add_argument("--limit", type=int, default=50, help=f"page size (1..{MAX_PAGE})")
-    letters.add_argument("--after", type=int, default=None, metavar="ID", help="next page")
-    letters.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    letters.set_defaults(run=_dead_letters)
-
-    replay = sub.add_parser("replay", help="put dead letters back to pending, due now")
-    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
-    replay.add_argument("--all", action="store_true", help="every dead letter")
-    replay.add_argument("--account", default=None, metavar="ID", help="with --all: one account")
-    replay.set_defaults(run=_replay)

@@ -64,6 +64,7 @@ from actors.account.push import (
 )
 from actors.actor import Actor
 from actors.errors import ActorUnavailable
+from cluster.inbox import InboxEntry
 from metrics import events as metrics
 from providers.errors import (
     AuthRevoked,
@@ -82,7 +83,6 @@ from store.credentials import load_credentials
 from store.db import PgPoolConnection
 from store.fencing import StaleEpoch, fenced_transaction
 from store.preferences import Preferences, load_preferences
-from supervisor.inbox import InboxEntry
 
 T = TypeVar("T")
 log = structlog.get_logger("actors.account")

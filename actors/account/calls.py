@@ -19,13 +19,13 @@ from typing import TypeVar
 
 from actors.account.context import AccountContext
 from actors.account.policy import should_refresh
+from cluster.rate_limit import RateLimited, RateLimiterUnavailable
 from metrics import events as metrics
 from providers.errors import ProviderError, Throttled, Transient, Unauthorized
 from providers.interface import CalendarProvider
 from store.accounts import Account
 from store.credentials import Credentials, store_credentials
 from store.fencing import fenced_transaction
-from store.rate_limit import RateLimited, RateLimiterUnavailable
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ Acknowledge = Callable[[list[tuple[int, str]]], Awaitable[None]]
 
 
 class RateGate(Protocol):
-    """A shared request budget (``store.rate_limit.TokenBucket`` in a replica)."""
+    """A shared request budget (``cluster.rate_limit.TokenBucket`` in a replica)."""
 
     async def acquire(self, tokens: int = 1, *, max_wait_s: float) -> None:
         """Take tokens, waiting at most ``max_wait_s``; RateLimited if that is not enough."""

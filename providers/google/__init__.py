@@ -1,1 +1,2 @@
-"""Google Calendar v3 provider: client, mapping and a protocol emulator."""
+"""Google Calendar API v3: client, OAuth refresh (google-auth), pure JSON mapping, the sync
+cursor and push notifications. The emulator is ``sandbox.emulators.google``."""

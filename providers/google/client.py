@@ -29,7 +29,14 @@ import aiohttp
 from config.settings import Settings
 from metrics import events as metrics
 from providers import payload
-from providers.errors import Conflict, Permanent, ProviderError, SyncStateExpired, Transient
+from providers.errors import (
+    Conflict,
+    ErrorKind,
+    Permanent,
+    ProviderError,
+    SyncStateExpired,
+    Transient,
+)
 from providers.google import cursor as cursors
 from providers.google import mapping
 from providers.google.auth import GoogleTokenRefresher
@@ -464,7 +471,8 @@ class GoogleCalendarProvider:
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
             sync=sync,
         )
-        metrics.record_provider_error(error)
+        if error.kind is ErrorKind.THROTTLED:
+            metrics.record_provider_throttled(error.provider)
         return error
 
     async def _json_call(

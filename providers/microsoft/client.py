@@ -35,7 +35,7 @@ from yarl import URL
 from config.settings import Settings
 from metrics import events as metrics
 from providers import payload
-from providers.errors import Permanent, ProviderError, SyncStateExpired, Transient
+from providers.errors import ErrorKind, Permanent, ProviderError, SyncStateExpired, Transient
 from providers.http import HttpResponse, parse_retry_after, send
 from providers.microsoft import cursor as cursors
 from providers.microsoft import mapping
@@ -540,7 +540,8 @@ class MicrosoftCalendarProvider:
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
             sync=sync,
         )
-        metrics.record_provider_error(error)
+        if error.kind is ErrorKind.THROTTLED:
+            metrics.record_provider_throttled(error.provider)
         return error
 
     async def _json_call(

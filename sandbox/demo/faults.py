@@ -38,6 +38,7 @@ import structlog
 from actors.cell import ActorState
 from actors.errors import ActorUnavailable
 from actors.supervisor import Supervisor
+from operations.accounts import add_account
 from sandbox.demo.people import EmulatedProvider
 from sandbox.demo.schedule import PlannedFault
 from sandbox.demo.seeding import DemoAccount
@@ -45,7 +46,6 @@ from store.accounts import get_account
 from store.credentials import load_credentials
 from store.crypto import Keyring
 from store.db import PgPool
-from supervisor.operator_commands import add_account
 
 log = structlog.get_logger("sandbox.demo.faults")
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 from config.settings import Settings
 from sandbox.demo.people import EmulatedProvider
-from store.accounts import Provider, create_account
+from store.accounts import create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
+from store.vocabulary import Provider
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.asyncio import Redis
 
+from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from gateway.app import STATS, GatewayStatistics, create_app
-from gateway.streams import notifications_key
 from providers.interface import CalendarProvider
 from sandbox.demo.faults import FaultInjector
 from sandbox.demo.journal import EditJournal
@@ -28,7 +28,6 @@ from sandbox.demo.status import Gauges
 from store.crypto import Keyring
 from store.db import PgPool, create_pool
 from supervisor.accounts_runtime import AccountsRuntime
-from supervisor.inbox import GROUP
 from supervisor.replica import Replica
 from supervisor.services import ServiceUrls
 
@@ -95,7 +94,7 @@ class Stage:
         total = 0
         for shard in range(self.replica.settings.shard_count):
             with contextlib.suppress(Exception):  # no stream or group yet: nothing pending
-                info = await redis.xpending(notifications_key(shard), GROUP)
+                info = await redis.xpending(notifications_key(shard), NOTIFICATIONS_GROUP)
                 total += int(info["pending"])
         return total
 

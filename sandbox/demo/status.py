@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from actors.registry import ActorSnapshot
 from actors.supervisor import Supervisor
+from cluster.inbox import InboxStatistics
 from gateway.app import GatewayStatistics
 from sandbox.demo.faults import FaultInjector
 from sandbox.demo.journal import EditJournal
@@ -24,7 +25,6 @@ from sandbox.demo.seeding import DemoAccount
 from sandbox.demo.view import Figures
 from store.db import PgPool
 from supervisor.actor_table import summary_line
-from supervisor.inbox import InboxStatistics
 
 RATE_WINDOW_S = 2.0
 _STATE_NAMES = {

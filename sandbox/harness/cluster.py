@@ -31,6 +31,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from cluster.keys import lease_key
+from cluster.leases import replica_of
+from operations.accounts import export_line
 from providers.google.mapping import BINDING_PROPERTY
 from sandbox.emulators.google import GoogleEmulator
 from store.accounts import create_account
@@ -38,8 +41,6 @@ from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
 from store.events import export_events
-from supervisor.leases import lease_key, replica_of
-from supervisor.operator_commands import export_line
 
 EXE = os.path.join(os.path.dirname(sys.executable), "integration-worker")
 REPLICA = [sys.executable, "-m", "sandbox.replica"]

@@ -23,21 +23,21 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 
+from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from config.settings import load_settings
-from gateway.app import STATS, GatewayStatistics, create_app
-from gateway.streams import notifications_key
+from gateway.app import STATS, GatewayStatistics
+from operations.accounts import export_line
 from sandbox.emulators.shared.world import EmulatedProviders, open_emulated_providers
-from store.accounts import Provider, create_account
+from sandbox.harness.gateway import serve_gateway
+from store.accounts import create_account
 from store.credentials import Credentials, store_credentials
 from store.crypto import Keyring, generate_key
-from store.db import PgPool, PgPoolConnection, create_pool
+from store.db import PgPool, PgPoolConnection
 from store.events import export_events
+from store.vocabulary import Provider
 from supervisor.accounts_runtime import AccountsRuntime
-from supervisor.inbox import GROUP
-from supervisor.operator_commands import export_line
 from supervisor.replica import Replica, open_replica
 from supervisor.services import ServiceUrls
 
@@ -209,7 +209,7 @@ class Pipeline:
             if not await self.redis.exists(key):
                 continue
             with contextlib.suppress(Exception):  # no group yet: nothing pending
-                rows = await self.redis.xpending_range(key, GROUP, "-", "+", 10_000)
+                rows = await self.redis.xpending_range(key, NOTIFICATIONS_GROUP, "-", "+", 10_000)
                 ids = [_text(r["message_id"]) for r in rows]
                 if ids:
                     out[key] = ids
@@ -225,7 +225,7 @@ class Pipeline:
             info = await self.redis.xinfo_stream(key)
             groups = await self.redis.xinfo_groups(key)
             last = _text(info["last-generated-id"])
-            mine = [g for g in groups if _text(g["name"]) == GROUP]
+            mine = [g for g in groups if _text(g["name"]) == NOTIFICATIONS_GROUP]
             if not mine or _text(mine[0]["last-delivered-id"]) != last:
                 behind += 1
         return behind
@@ -309,16 +309,7 @@ async def open_pipeline(
         world = await stack.enter_async_context(
             open_emulated_providers(CLIENT_ID, secrets.token_urlsafe(16))
         )
-        gateway_pool = await create_pool(database_url, SCHEMA, max_size=4)
-        stack.push_async_callback(gateway_pool.close)
-        gateway_redis = Redis.from_url(redis_url)
-        stack.push_async_callback(gateway_redis.aclose)
-        app = create_app(gateway_pool, gateway_redis)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        gateway_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        gateway_url, app = await serve_gateway(stack, database_url, redis_url, SCHEMA)
         settings = load_settings(
             database_url=database_url,
             redis_url=redis_url,

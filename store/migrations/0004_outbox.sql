@@ -1,4 +1,4 @@
--- The outbox (issue 7): applications ask us to write events into their users' calendars.
+-- The outbox: applications ask us to write events into their users' calendars.
 -- Runs with search_path set to the service schema; do not qualify names here.
 
 -- Applications insert rows here in their own transaction, so the request exists if and only if

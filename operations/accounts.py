@@ -1,0 +1,196 @@
+"""Account use cases shared by the CLI, the admin API and the connect flow: connect (add), look
+up, describe, export and remove an account.
+
+Invariants:
+- every function takes a pool and raises ``OperatorError`` for a refusal or an unknown account,
+  with the exit code the CLI uses; the callers render it (one stderr line, a JSON error);
+- nothing here reads or prints a token: ``add_account`` stores the refresh token encrypted, and
+  ``account_details`` reports credential metadata only (key id, expiry, scopes);
+- ``remove_account`` purges only when ``confirmed``: an account's data is not removed by accident.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from store.accounts import (
+    Account,
+    create_account,
+    delete_account,
+    find_account,
+    get_account,
+    set_status,
+)
+from store.calendars import list_calendar_states
+from store.channels import list_channels
+from store.credentials import Credentials, credential_info, store_credentials
+from store.crypto import Keyring
+from store.db import PgPool, transaction
+from store.events import export_events
+from store.vocabulary import Provider
+
+DISABLED_BY_OPERATOR = "disabled by operator"
+
+
+class OperatorError(Exception):
+    """A refusal or failure to report as one line on stderr, with the process's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_account_id(text: str) -> UUID:
+    """The account id in ``text``; an unparsable id is an unknown account."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise OperatorError(f"no account {text!r}") from None
+
+
+def iso_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    """An account as a JSON-ready mapping (``email`` is the external user id)."""
+    return {
+        "id": str(account.id),
+        "provider": account.provider,
+        "email": account.external_user_id,
+        "shard": account.shard,
+        "status": account.status,
+        "last_error": account.last_error,
+        "created_at": iso_time(account.created_at),
+        "updated_at": iso_time(account.updated_at),
+    }
+
+
+def export_line(provider: str, account_id: UUID, row: dict[str, Any]) -> dict[str, Any]:
+    """One ``export_events`` row in the export's shape."""
+    return {
+        "provider": provider,
+        "account": str(account_id),
+        "calendar_id": row["calendar_id"],
+        "event_id": row["id"],
+        "status": row["status"],
+        "start": row["start"],
+        "end": row["end"],
+        "all_day": row["all_day"],
+        "summary": row["title"],
+    }
+
+
+async def add_account(
+    pool: PgPool,
+    keyring: Keyring,
+    *,
+    provider: Provider,
+    email: str,
+    refresh_token: str,
+    shard_count: int,
+) -> Account:
+    """Create or find the account, store its credentials encrypted, and make it active.
+
+    New credentials re-activate an account in any other status (``needs_reauth`` after the
+    user re-authorized, or one an operator disabled): adding them is the operator's decision.
+    """
+    async with transaction(pool) as conn:
+        account = await find_account(conn, provider, email)
+        if account is None:
+            account = await create_account(
+                conn, provider=provider, external_user_id=email, shard_count=shard_count
+            )
+        await store_credentials(conn, keyring, account.id, Credentials(account.id, refresh_token))
+        updated = await set_status(conn, account.id, "active", last_error=None)
+    if updated is None:  # pragma: no cover - deleted between statements of one transaction
+        raise OperatorError(f"account {account.id} was removed concurrently")
+    return updated
+
+
+async def require_account(pool: PgPool, account_id: UUID) -> Account:
+    """The account, or OperatorError (exit 1) naming the unknown id."""
+    account = await get_account(pool, account_id)
+    if account is None:
+        raise OperatorError(f"no account {str(account_id)!r}")
+    return account
+
+
+async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
+    """Everything ``accounts show`` prints, JSON-ready; never a token value or hash."""
+    account = await require_account(pool, account_id)
+    cred = await credential_info(pool, account_id)
+    calendars = await list_calendar_states(pool, account_id)
+    counts = {
+        r["calendar_id"]: int(r["n"])
+        for r in await pool.fetch(
+            "SELECT calendar_id, count(*) AS n FROM events WHERE account_id = $1"
+            " GROUP BY calendar_id",
+            account_id,
+        )
+    }
+    channels = await list_channels(pool, account_id)
+    details = account_json(account)
+    details["credentials"] = (
+        None
+        if cred is None
+        else {
+            "key_id": cred.key_id,
+            "has_access_token": cred.has_access_token,
+            "access_token_expires_at": iso_time(cred.access_token_expires_at),
+            "scopes": list(cred.scopes),
+            "updated_at": iso_time(cred.updated_at),
+        }
+    )
+    details["calendars"] = [
+        {
+            "id": c.id,
+            "name": c.name,
+            "primary": c.is_primary,
+            "sync_enabled": c.sync_enabled,
+            "has_delta_token": c.delta_token is not None,
+            "mid_round": c.sync_cursor is not None,
+            "last_synced_at": iso_time(c.last_synced_at),
+            "removed_at": iso_time(c.removed_at),
+            "events": counts.get(c.id, 0),
+        }
+        for c in calendars
+    ]
+    details["events"] = sum(counts.values())
+    details["push_channels"] = [
+        {
+            "provider": ch.provider,
+            "id": ch.id,
+            "calendar_id": ch.calendar_id,
+            "expires_at": iso_time(ch.expires_at),
+        }
+        for ch in channels
+    ]
+    return details
+
+
+async def export_rows(pool: PgPool, account_id: UUID) -> list[dict[str, Any]]:
+    """The account's stored events in the export's shape, by calendar and id."""
+    account = await require_account(pool, account_id)
+    return [
+        export_line(account.provider, account.id, r) for r in await export_events(pool, account_id)
+    ]
+
+
+async def remove_account(pool: PgPool, account_id: UUID, *, confirmed: bool) -> Account:
+    """Purge the account and all its data; refuse (OperatorError) unless ``confirmed``."""
+    account = await require_account(pool, account_id)
+    if not confirmed:
+        raise OperatorError(
+            f"refusing to remove {account.provider} account {account.id}"
+            f" ({account.external_user_id}): this purges its credentials, calendars, events,"
+            " push channels and change-feed rows; run again with --yes"
+        )
+    async with transaction(pool) as conn:
+        if not await delete_account(conn, account_id):
+            raise OperatorError(f"no account {str(account_id)!r}")
+    return account

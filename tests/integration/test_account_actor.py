@@ -1,0 +1,442 @@
+"""The account actor end to end: real Postgres, in-process emulators, real provider clients,
+a real supervisor. Time is real here (HTTP to the emulators), so waits poll with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from actors.account import AccountContext, account_spec
+from actors.cell import ActorCell, ActorState
+from actors.policy import RestartPolicy
+from actors.supervisor import Supervisor
+from cluster.inbox import InboxEntry
+from providers.interface import CalendarProvider
+from providers.models import SyncPage, SyncWindow
+from sandbox.emulators.google import GoogleEmulator
+from sandbox.emulators.microsoft.server import MicrosoftEmulator
+from sandbox.emulators.shared.world import open_emulated_providers
+from store.accounts import create_account, get_account
+from store.calendars import get_calendar_state
+from store.credentials import Credentials, load_credentials, store_credentials
+from store.crypto import Keyring
+from store.db import PgPool
+from store.events import export_events
+from store.fencing import take_shard
+from store.vocabulary import Provider
+
+CLIENT_ID = "iw-test"
+SHARD = 0
+WAIT_S = 10.0
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``predicate`` until it holds; fail after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not await predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class FlakyProvider:
+    """Delegates to a real provider; runs a hook before a chosen fetch (raise, inject a fault)."""
+
+    def __init__(self, inner: CalendarProvider, on_fetch: dict[int, Callable[[], None]]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.on_fetch = on_fetch  # 1-based fetch number -> hook
+        self.fetches: list[str | None] = []  # the cursor of every fetch
+
+    async def fetch_sync_page(self, access_token: str, calendar_id: str, **kw: Any) -> SyncPage:
+        self.fetches.append(kw.get("cursor"))
+        hook = self.on_fetch.pop(len(self.fetches), None)
+        if hook is not None:
+            hook()
+        return await self.inner.fetch_sync_page(access_token, calendar_id, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class World:
+    """Everything a test needs: storage, emulators, clients, a supervisor and the acks."""
+
+    pool: PgPool
+    keyring: Keyring
+    google: GoogleEmulator
+    microsoft: MicrosoftEmulator
+    clients: dict[str, CalendarProvider]
+    supervisor: Supervisor
+    acks: list[tuple[list[tuple[int, str]], int]] = field(default_factory=list)
+    epochs: dict[int, int] = field(default_factory=dict)
+    ctx: AccountContext | None = None
+
+    async def add_account(self, provider: Provider) -> tuple[str, str]:
+        """A user in the emulator and its account in Postgres; (account id, calendar id)."""
+        email = f"u{secrets.token_hex(3)}@example.com"
+        control: Any = (self.google if provider == "google" else self.microsoft).control
+        user = control.add_user(email, CLIENT_ID)
+        account = await create_account(
+            self.pool, provider=provider, external_user_id=email, shard_count=1
+        )
+        creds = Credentials(account.id, refresh_token=user["refresh_token"])
+        await store_credentials(self.pool, self.keyring, account.id, creds)
+        seed(provider, control, email)
+        # The Graph client names the default calendar "primary", as Google does.
+        return str(account.id), str(user["calendar_id"]) if provider == "google" else "primary"
+
+    async def start(self, account_id: str) -> ActorCell[Any]:
+        assert self.ctx is not None
+        return await self.supervisor.start_child(account_id, account_spec(self.ctx))
+
+    async def events(self, account_id: str) -> set[tuple[str, str, str | None]]:
+        rows = await export_events(self.pool, uuid.UUID(account_id))
+        return {(r["calendar_id"], r["id"], r["title"]) for r in rows if r["status"] != "cancelled"}
+
+    async def provider_view(
+        self, provider: str, account_id: str, calendar_id: str
+    ) -> set[tuple[str, str, str | None]]:
+        """A fresh full sync over the stored window, straight from the emulator."""
+        creds = await load_credentials(self.pool, self.keyring, uuid.UUID(account_id))
+        state = await get_calendar_state(self.pool, uuid.UUID(account_id), calendar_id)
+        assert creds is not None and creds.access_token is not None and state is not None
+        assert state.window_start is not None and state.window_end is not None
+        window = SyncWindow(state.window_start, state.window_end)
+        client = self.clients[provider]
+        out: set[tuple[str, str, str | None]] = set()
+        cursor: str | None = None
+        while True:
+            page = await client.fetch_sync_page(
+                creds.access_token, calendar_id, window=window, cursor=cursor
+            )
+            out |= {
+                (calendar_id, e.id, e.title) for e in page.upserts if e.status.value != "cancelled"
+            }
+            for removal in page.removals:
+                out = {x for x in out if x[1] != removal.id}
+            if page.next_cursor is None:
+                return out
+            cursor = page.next_cursor
+
+    async def wait_synced(self, account_id: str, calendar_id: str) -> None:
+        async def check() -> bool:
+            return await self.synced(account_id, calendar_id)
+
+        await wait_for(check, f"calendar {calendar_id} synced")
+
+    async def synced(self, account_id: str, calendar_id: str) -> bool:
+        state = await get_calendar_state(self.pool, uuid.UUID(account_id), calendar_id)
+        return state is not None and state.delta_token is not None and state.sync_cursor is None
+
+
+def seed(provider: str, control: Any, email: str) -> None:
+    """A few single events and a weekly series around now."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for i in range(3):
+        create(provider, control, email, f"single {i}", now + timedelta(days=i, hours=2))
+    first = now - timedelta(days=14)
+    if provider == "google":
+        control.create_event(
+            email,
+            {
+                "summary": "weekly",
+                "start": {"dateTime": _wall(first), "timeZone": "UTC"},
+                "end": {"dateTime": _wall(first + timedelta(hours=1)), "timeZone": "UTC"},
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=8"],
+            },
+        )
+    else:
+        control.create_event(
+            email,
+            {
+                "subject": "weekly",
+                "start": {"dateTime": _wall(first), "timeZone": "UTC"},
+                "end": {"dateTime": _wall(first + timedelta(hours=1)), "timeZone": "UTC"},
+                "recurrence": {
+                    "pattern": {
+                        "type": "weekly",
+                        "interval": 1,
+                        "daysOfWeek": [first.strftime("%A").lower()],
+                    },
+                    "range": {
+                        "type": "numbered",
+                        "startDate": first.date().isoformat(),
+                        "numberOfOccurrences": 8,
+                    },
+                },
+            },
+        )
+
+
+def _wall(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def create(provider: str, control: Any, email: str, title: str, start: datetime) -> str:
+    end = start + timedelta(minutes=30)
+    if provider == "google":
+        body = {
+            "summary": title,
+            "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": end.isoformat()},
+        }
+    else:
+        body = {
+            "subject": title,
+            "start": {"dateTime": _wall(start), "timeZone": "UTC"},
+            "end": {"dateTime": _wall(end), "timeZone": "UTC"},
+        }
+    return str(control.create_event(email, body)["id"])
+
+
+@pytest.fixture
+async def world(pool: PgPool, keyring: Keyring) -> AsyncIterator[World]:
+    async with contextlib.AsyncExitStack() as stack:
+        emulated = await stack.enter_async_context(
+            open_emulated_providers(CLIENT_ID, secrets.token_urlsafe(16))
+        )
+        google, microsoft = emulated.google, emulated.microsoft
+        policy = RestartPolicy(max_restarts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
+        supervisor = await stack.enter_async_context(
+            Supervisor(policy=policy, shutdown_timeout_s=2.0)
+        )
+        w = World(pool, keyring, google, microsoft, emulated.clients, supervisor)
+        w.epochs[SHARD] = await take_shard(pool, SHARD, "test-replica")
+
+        async def acknowledge(refs: list[tuple[int, str]]) -> None:
+            # Record how many events were committed when the ack came: proves "after commit".
+            count = await pool.fetchval("SELECT count(*) FROM events")
+            w.acks.append((refs, int(count)))
+
+        w.ctx = AccountContext(
+            pool=pool,
+            keyring=keyring,
+            providers=w.clients,
+            epochs=w.epochs,
+            acknowledge=acknowledge,
+            poll_every_s=3600.0,
+            retry_initial_s=0.05,
+            retry_max_s=0.2,
+        )
+        yield w
+        await supervisor.shutdown()  # before the emulators and clients go away
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+async def test_first_sync_converges_then_follows_changes(world: World, provider: Provider) -> None:
+    account_id, cal = await world.add_account(provider)
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    stored = await world.events(account_id)
+    assert stored == await world.provider_view(provider, account_id, cal)
+    titles = {title for _, _, title in stored}
+    assert {"single 0", "single 1", "single 2", "weekly"} <= titles
+    weekly = sorted(i for _, i, t in stored if t == "weekly")
+    assert len(weekly) == 8  # every instance of the series, by instance id
+
+    # (b) the user edits: create, rename, delete, cancel one instance of the series.
+    control: Any = (world.google if provider == "google" else world.microsoft).control
+    singles = {t: i for _, i, t in stored if t and t.startswith("single")}
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    new_id = create(
+        provider, control, email_of(control, provider), "brand new", now + timedelta(days=3)
+    )
+    field_name = "summary" if provider == "google" else "subject"
+    control.update_event(email_of(control, provider), singles["single 0"], {field_name: "renamed"})
+    control.delete_event(email_of(control, provider), singles["single 1"])
+    control.delete_event(email_of(control, provider), weekly[3])
+    entries = [InboxEntry(SHARD, f"{n}-0", account_id, cal, "changed") for n in (1, 2)]
+    for entry in entries:
+        world.supervisor.post_nowait(account_id, ("changed", cal), entry)
+    await wait_for(_acked(world), "the acknowledgement")
+    assert [refs for refs, _ in world.acks] == [[e.ref for e in entries]]
+    stored = await world.events(account_id)
+    assert world.acks[0][1] >= len(stored)  # the ack came after the commit
+    assert stored == await world.provider_view(provider, account_id, cal)
+    ids = {i for _, i, _ in stored}
+    assert new_id in ids and singles["single 1"] not in ids and weekly[3] not in ids
+    assert (cal, singles["single 0"], "renamed") in stored
+    assert cell.restarts == 0
+
+
+def email_of(control: Any, provider: str) -> str:
+    """The only user of a per-test emulator."""
+    if provider == "google":
+        users = [c for c in control._store.user_calendars]
+    else:
+        users = [u.upn for u in control._dir.users.values()]
+    assert len(users) == 1
+    return str(users[0])
+
+
+def _acked(world: World) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(world.acks)
+
+    return check
+
+
+async def updated_at(world: World, account_id: str) -> dict[str, datetime]:
+    rows = await world.pool.fetch(
+        "SELECT id, updated_at FROM events WHERE account_id = $1", uuid.UUID(account_id)
+    )
+    return {r["id"]: r["updated_at"] for r in rows}
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+async def test_expired_sync_state_resyncs_without_deleting(
+    world: World, provider: Provider
+) -> None:
+    account_id, cal = await world.add_account(provider)
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    before = await updated_at(world, account_id)
+    round_before = await world.pool.fetchval("SELECT round FROM calendars WHERE id = $1", cal)
+    if provider == "google":
+        world.google.control.invalidate_sync_tokens(cal)
+    else:
+        world.microsoft.control.invalidate_delta_tokens(email_of(world.microsoft.control, provider))
+    entry = InboxEntry(SHARD, "9-0", account_id, cal, "changed")
+    world.supervisor.post_nowait(account_id, ("changed", cal), entry)
+    await wait_for(_acked(world), "the acknowledgement")
+    assert world.acks[0][0] == [entry.ref]
+    state = await get_calendar_state(world.pool, uuid.UUID(account_id), cal)
+    assert state is not None and state.round == round_before + 1 and not state.full_round
+    assert state.delta_token is not None
+    # Mark-and-sweep: every unchanged event survived untouched, and nothing was deleted.
+    assert await updated_at(world, account_id) == before
+    deleted = await world.pool.fetchval("SELECT count(*) FROM changes WHERE kind = 'deleted'")
+    assert deleted == 0
+    assert await world.events(account_id) == await world.provider_view(provider, account_id, cal)
+
+
+async def test_revoked_consent_parks_until_resumed(world: World) -> None:
+    account_id, cal = await world.add_account("google")
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    creds = await load_credentials(world.pool, world.keyring, uuid.UUID(account_id))
+    assert creds is not None
+    control: Any = world.google.control
+    control.revoke_refresh_token(creds.refresh_token)
+    control.expire_access_tokens()
+    world.supervisor.post_nowait(account_id, ("sync-now", None))
+
+    async def reauth() -> bool:
+        account = await get_account(world.pool, uuid.UUID(account_id))
+        return account is not None and account.status == "needs_reauth"
+
+    await wait_for(reauth, "status needs_reauth")
+    account = await get_account(world.pool, uuid.UUID(account_id))
+    assert account is not None and account.last_error
+    assert cell.status == "needs_reauth" and cell.restarts == 0
+    assert not cell.deadlines  # parked: nothing armed, so no retry loop
+    world.supervisor.post_nowait(account_id, ("sync-now", None))  # ignored while parked
+    await asyncio.sleep(0.1)
+    assert cell.restarts == 0 and cell.state is ActorState.IDLE
+
+    # The user connects again: new credentials, status active, then a resume post.
+    email = email_of(control, "google")
+    fresh = control.add_user(email, CLIENT_ID)["refresh_token"]
+    await store_credentials(
+        world.pool, world.keyring, uuid.UUID(account_id), Credentials(uuid.UUID(account_id), fresh)
+    )
+    await world.pool.execute(
+        "UPDATE accounts SET status = 'active' WHERE id = $1", uuid.UUID(account_id)
+    )
+    create("google", control, email, "after reauth", datetime.now(UTC) + timedelta(days=1))
+    world.supervisor.post_nowait(account_id, ("resume", None))
+
+    async def caught_up() -> bool:
+        return any(t == "after reauth" for _, _, t in await world.events(account_id))
+
+    await wait_for(caught_up, "sync after resume")
+    assert cell.restarts == 0
+
+
+async def test_stale_epoch_stops_without_writing(world: World) -> None:
+    refused: list[int] = []
+    assert world.ctx is not None
+    world.ctx = replace(world.ctx, on_stale_epoch=refused.append)
+    account_id, cal = await world.add_account("google")
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    before = await world.events(account_id)
+    await take_shard(world.pool, SHARD, "another-replica")  # another replica took the shard
+    control: Any = world.google.control
+    create("google", control, email_of(control, "google"), "late", datetime.now(UTC))
+    world.supervisor.post_nowait(
+        account_id, ("changed", cal), InboxEntry(SHARD, "1-0", account_id, cal, "changed")
+    )
+
+    async def stopped() -> bool:
+        return cell.state is ActorState.STOPPED or world.supervisor.get(account_id) is None
+
+    await wait_for(stopped, "the actor to stop")
+    assert cell.restarts == 0
+    assert await world.events(account_id) == before
+    assert world.acks == []  # not ours to acknowledge: the new owner syncs and acknowledges
+    assert refused == [SHARD]  # the replica is told, so it gives the shard up
+
+
+@pytest.mark.parametrize("failure", ["crash", "503"])
+async def test_failure_mid_round_resumes_from_stored_cursor(world: World, failure: str) -> None:
+    """A bug on the second page crashes (restart), a 503 defers (retry); both resume."""
+    assert world.ctx is not None
+    control: Any = world.google.control
+    control.add_fault("page_size", path="*events*", count=None, page_size=2)
+
+    def boom() -> None:
+        raise RuntimeError("injected bug")
+
+    def unavailable() -> None:
+        control.add_fault("unavailable", path="*events*", count=1)
+
+    flaky = FlakyProvider(world.clients["google"], {2: boom if failure == "crash" else unavailable})
+    world.ctx = replace(world.ctx, providers={**world.clients, "google": flaky})
+    account_id, cal = await world.add_account("google")
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    first, second, third = flaky.fetches[:3]
+    assert first is None and second is not None and third == second  # resumed from the cursor
+    assert len(flaky.fetches) == 7  # 11 events in pages of 2, one fetch retried
+    assert cell.restarts == (1 if failure == "crash" else 0)
+    assert await world.events(account_id) == await world.provider_view("google", account_id, cal)
+
+
+async def test_timers_rebase_the_window_and_keep_the_microsoft_token_alive(world: World) -> None:
+    assert world.ctx is not None
+    world.ctx = replace(
+        world.ctx, rebase_every=timedelta(seconds=0.3), token_keepalive=timedelta(seconds=0.3)
+    )
+    account_id, cal = await world.add_account("microsoft")
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    first = await get_calendar_state(world.pool, uuid.UUID(account_id), cal)
+    refreshed_at = await world.pool.fetchval("SELECT updated_at FROM credentials")
+    before = await updated_at(world, account_id)
+
+    async def rebased_and_refreshed() -> bool:
+        state = await get_calendar_state(world.pool, uuid.UUID(account_id), cal)
+        touched = await world.pool.fetchval("SELECT updated_at FROM credentials")
+        assert state is not None and first is not None and first.window_start is not None
+        return (
+            state.round > first.round
+            and not state.full_round
+            and state.window_start is not None
+            and state.window_start > first.window_start
+            and touched > refreshed_at
+        )
+
+    await wait_for(rebased_and_refreshed, "a window rebase and a keep-alive refresh")
+    assert await updated_at(world, account_id) == before  # the new round changed nothing

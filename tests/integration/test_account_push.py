@@ -1,0 +1,244 @@
+"""Push channels of the account actor end to end: the in-process emulators deliver to a tiny
+loopback receiver (it answers Graph's validation handshake and Google's messages), rows land in
+real Postgres, and a short ``push_ttl_s`` makes the half-life renewal fire within the test."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from actors.account.push import channels_to_close
+from cluster.inbox import InboxEntry
+from store.channels import ChannelRow, list_channels
+from tests.integration import test_account_actor
+from tests.integration.test_account_actor import SHARD, World, create, email_of, wait_for
+
+world = test_account_actor.world  # the fixture, shared (pytest finds it by this name)
+
+
+class Receiver:
+    """A notification endpoint on loopback: echoes Graph's validationToken, 200 for the rest."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token = request.query.get("validationToken")
+        if token is not None:
+            return web.Response(text=token, content_type="text/plain")
+        self.requests.append((request.path, await request.read()))
+        return web.Response(status=200)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hooks"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as r:
+        yield r
+
+
+def with_push(w: World, receiver: Receiver, ttl_s: int) -> None:
+    assert w.ctx is not None
+    w.ctx = replace(
+        w.ctx,
+        push_address_google=receiver.url + "/google",
+        push_address_microsoft=receiver.url + "/microsoft",
+        push_ttl_s=ttl_s,
+    )
+
+
+async def rows(w: World, account_id: str) -> list[ChannelRow]:
+    return await list_channels(w.pool, uuid.UUID(account_id))
+
+
+def sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def assert_token_never_stored(w: World, token: str) -> None:
+    """No column of push_channels holds the raw token, in any form."""
+    for record in await w.pool.fetch("SELECT * FROM push_channels"):
+        for value in record.values():
+            assert value != token and value != token.encode()
+            assert token not in str(value)
+
+
+async def test_google_channel_opens_then_is_replaced_at_half_life(
+    world: World, receiver: Receiver
+) -> None:
+    with_push(world, receiver, ttl_s=2)
+    control: Any = world.google.control
+    account_id, cal = await world.add_account("google")
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+
+    async def opened() -> bool:
+        return len(control.channels()) == 1 and len(await rows(world, account_id)) == 1
+
+    await wait_for(opened, "a Google channel and its row")
+    channel = control.channels()[0]
+    (row,) = await rows(world, account_id)
+    assert row.id == channel["id"] and row.calendar_id == cal and row.shard == SHARD
+    assert row.resource_id == channel["resourceId"] and row.expires_at is not None
+    assert row.token_hash == sha256(channel["token"])
+    await assert_token_never_stored(world, channel["token"])
+    assert any(path.endswith("/google") for path, _ in receiver.requests)  # the sync message
+
+    async def replaced() -> bool:
+        live = control.channels()
+        stored = await rows(world, account_id)
+        return (
+            len(live) == 1
+            and live[0]["id"] != channel["id"]
+            and [r.id for r in stored] == [live[0]["id"]]
+        )
+
+    await wait_for(replaced, "a replacement channel, the old one stopped and its row replaced")
+    (new_row,) = await rows(world, account_id)
+    new_channel = next(c for c in control.channels() if c["id"] == new_row.id)
+    assert new_row.token_hash == sha256(new_channel["token"]) != row.token_hash
+    await assert_token_never_stored(world, new_channel["token"])
+
+
+async def test_graph_subscription_opens_then_is_renewed_in_place(
+    world: World, receiver: Receiver
+) -> None:
+    with_push(world, receiver, ttl_s=2)
+    control: Any = world.microsoft.control
+    account_id, cal = await world.add_account("microsoft")
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+
+    async def opened() -> bool:
+        return len(control.subscriptions()) == 1 and len(await rows(world, account_id)) == 1
+
+    await wait_for(opened, "a Graph subscription and its row")
+    sub = control.subscriptions()[0]
+    (row,) = await rows(world, account_id)
+    assert row.id == sub["id"] and row.calendar_id == "primary"
+    assert sub["resource"] == "/me/events"
+    assert row.token_hash == sha256(sub["clientState"])
+    await assert_token_never_stored(world, sub["clientState"])
+    first_expiry = expiry(sub)
+
+    async def renewed() -> bool:
+        subs = control.subscriptions()
+        stored = await rows(world, account_id)
+        return (
+            len(subs) == 1
+            and subs[0]["id"] == sub["id"]
+            and expiry(subs[0]) > first_expiry
+            and len(stored) == 1
+            and stored[0].expires_at is not None
+            and row.expires_at is not None
+            and stored[0].expires_at > row.expires_at
+        )
+
+    await wait_for(renewed, "the subscription's expiry extended, same id")
+    (renewed_row,) = await rows(world, account_id)
+    assert renewed_row.id == row.id and renewed_row.token_hash == row.token_hash
+
+
+async def test_graph_subscription_removed_is_recreated(world: World, receiver: Receiver) -> None:
+    with_push(world, receiver, ttl_s=3600)
+    control: Any = world.microsoft.control
+    account_id, cal = await world.add_account("microsoft")
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+
+    async def opened() -> bool:
+        return len(control.subscriptions()) == 1 and len(await rows(world, account_id)) == 1
+
+    await wait_for(opened, "a Graph subscription and its row")
+    old = control.subscriptions()[0]
+    control.fire_lifecycle(old["id"], "subscriptionRemoved")
+
+    async def notified() -> bool:
+        return any(b"subscriptionRemoved" in body for _, body in receiver.requests)
+
+    await wait_for(notified, "the lifecycle notification")
+    # Made while no subscription existed: announced to nobody, found by the sync that follows.
+    create("microsoft", control, email_of(control, "microsoft"), "missed", datetime.now(UTC))
+    entry = InboxEntry(SHARD, "5-0", account_id, "primary", "removed")
+    world.supervisor.post_nowait(account_id, ("removed", "primary"), entry)
+
+    async def recreated() -> bool:
+        subs = control.subscriptions()
+        stored = await rows(world, account_id)
+        return (
+            len(subs) == 1
+            and subs[0]["id"] != old["id"]
+            and [r.id for r in stored] == [subs[0]["id"]]
+        )
+
+    await wait_for(recreated, "a new subscription and its row")
+    new = control.subscriptions()[0]
+    (row,) = await rows(world, account_id)
+    assert row.token_hash == sha256(new["clientState"]) != sha256(old["clientState"])
+
+    async def acked() -> bool:
+        return any(refs == [entry.ref] for refs, _ in world.acks)
+
+    await wait_for(acked, "the lifecycle entry acknowledged")
+    assert "missed" in {title for _, _, title in await world.events(account_id)}
+
+
+def expiry(sub: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(sub["expirationDateTime"]).replace("Z", "+00:00"))
+
+
+async def test_google_channel_of_an_unfollowed_calendar_is_stopped(
+    world: World, receiver: Receiver
+) -> None:
+    with_push(world, receiver, ttl_s=3600)
+    control: Any = world.google.control
+    account_id, primary = await world.add_account("google")
+    email = primary  # a Google user's primary calendar id is their email
+    team = control.add_calendar(email, "Team")["id"]
+    await world.start(account_id)
+    await world.wait_synced(account_id, team)
+
+    async def both_open() -> bool:
+        live = {c["calendarId"] for c in control.channels()}
+        stored = {r.calendar_id for r in await rows(world, account_id)}
+        return live == stored == {primary, team}
+
+    await wait_for(both_open, "a channel for each calendar")
+    control.unsubscribe(email, team)  # the user drops the calendar from their list
+    world.supervisor.post_nowait(account_id, ("sync-now", None), None)
+
+    async def team_closed() -> bool:
+        live = {c["calendarId"] for c in control.channels()}
+        stored = {r.calendar_id for r in await rows(world, account_id)}
+        return live == stored == {primary}
+
+    await wait_for(team_closed, "the Team channel stopped at Google and its row deleted")
+
+
+def test_channels_to_close_spares_followed_calendars_and_graph_mailboxes() -> None:
+    assert channels_to_close("google", ["b", "a", "c"], {"a"}) == ["b", "c"]
+    assert channels_to_close("google", ["a"], {"a", "z"}) == []
+    assert channels_to_close("microsoft", ["primary"], ()) == []

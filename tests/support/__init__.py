@@ -1,0 +1,2 @@
+"""Helpers the tests share (no tests here): the admin API server, the outbox scenario, the
+Google discovery document check, the lock and layering tools."""
