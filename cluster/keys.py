@@ -5,8 +5,8 @@ Invariants:
   ``{shard:<n>}``, so a shard's keys share one Redis Cluster slot (leases, notifications);
 - other keys carry a hash tag of their own (``{members}``, ``{ratelimit:<name>}``), so a
   script touching one of them never spans slots;
-- stream entries' fields are strings; the notification fields are ``NOTIFICATION_FIELDS`` and
-  carry no secret; the changes stream's fields are listed in ``store.change_feed``.
+- stream entries' fields are strings: ``NOTIFICATION_FIELDS`` (no secret among them) and
+  ``CHANGE_FIELDS``;
 
 Keys (type: written by -> read by):
 - ``iw:{shard:<n>}:notifications`` (stream): the gateway and the operator/API commands -> the
@@ -60,6 +60,18 @@ NOTIFICATION_FIELDS = (
 )
 
 # -- cluster-wide keys ---------------------------------------------------------------------------
+
+# The fields of a changes-stream entry (``cluster.change_relay``; meanings in store.change_feed).
+CHANGE_FIELDS = (
+    "change_id",
+    "account_id",
+    "calendar_id",
+    "event_id",
+    "kind",
+    "origin",
+    "etag",
+    "created_at",
+)
 
 MEMBERS_KEY = "iw:{members}"
 MAINTENANCE_LEASE_KEY = "iw:maintenance:lease"

@@ -10,11 +10,12 @@ The locks (`make lock` writes them with uv, from one resolution):
 Invariants:
 - every lock carries a ``# pyproject-digest:`` line: the digest of the dependency tables of
   ``pyproject.toml`` it was resolved from (comments and formatting do not count). ``check``
-  refuses a lock whose digest differs, in one line, before anything is installed;
+  refuses, in one line and before anything is installed, a lock whose digest differs and locks
+  that pin one package differently (they are views of one resolution);
 - hashes are never checked here: pip's ``--require-hashes`` checks every file it installs;
 - ``installed`` compares a Python environment with the locks' set for that environment's
-  markers: same names, same versions, nothing more (pip itself, the project, and what the
-  interpreter ships in every venv aside).
+  markers: same names, same versions, nothing more (only pip and the project itself may stand
+  beside them unlocked).
 
 Commands: ``stamp``, ``check``, ``installed``, ``platforms`` (see ``--help``).
 """

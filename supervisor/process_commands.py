@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 
@@ -100,11 +101,8 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _emulator(_settings: Settings, args: argparse.Namespace) -> None:
     with _sandbox_extra("emulator"):
-        if args.provider == "google":
-            from sandbox.emulators.google.server import serve  # noqa: PLC0415
-        else:
-            from sandbox.emulators.microsoft.server import serve  # noqa: PLC0415
-    await serve(args.host, args.port)
+        server = importlib.import_module(f"sandbox.emulators.{args.provider}.server")
+    await server.serve(args.host, args.port)
 
 
 async def _gateway(settings: Settings, args: argparse.Namespace) -> None:

@@ -5,10 +5,13 @@ Dockerfile gets, run here into a fresh venv) is exactly the runtime lock plus ev
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import fnmatch
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -16,12 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
 from config.settings import ENV_PREFIX, Settings
+from sandbox.embedded import Services
+from store.crypto import generate_key
 from supervisor.command_line import build_parser
 from tests.support.lockfile import lockfile
+from tests.system.test_cli import cli_env, free_port, read_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -311,3 +318,41 @@ def test_the_runtime_install_holds_no_sandbox_module(runtime_venv: Path) -> None
     (site,) = runtime_venv.glob("lib/python3*/site-packages")
     assert not (site / "sandbox").exists()
     assert not list(site.glob("**/emulator*")) and not list(site.glob("**/demo"))
+
+
+async def _run(exe: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_runtime_install_migrates_audits_and_supervises_on_real_servers(
+    runtime_venv: Path, empty_database_url: str, services: Services
+) -> None:
+    """Not only --help: the image's install runs the production commands end to end."""
+    exe = runtime_venv / "bin" / "integration-worker"
+    key = base64.urlsafe_b64encode(generate_key()).decode()
+    env = cli_env(empty_database_url, services.redis_url, IW_SHARD_COUNT="8")
+    env |= {"IW_ENCRYPTION_KEYS": orjson.dumps({"k": key}).decode(), "IW_ENCRYPTION_KEY_ID": "k"}
+    code, out, err = await _run(exe, env, "migrate")
+    assert (code, err) == (0, "") and out.startswith("applied migrations: [")
+    code, out, err = await _run(exe, env, "doctor")
+    assert (code, out.strip(), err) == (0, "healthy: no findings", "")
+    env |= {"IW_LOG_LEVEL": "INFO", "IW_LOG_FORMAT": "json", "IW_OPS_PORT": str(free_port())}
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "supervise", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        await read_until(proc.stderr, '"event":"replica running"')
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
