@@ -16,6 +16,7 @@ from datetime import UTC
 from typing import cast
 from uuid import UUID
 
+from actors.account.messages import PreferencesChanged, SyncNow
 from admin.context import Call, Deps
 from admin.cursor import CursorError, decode_accounts, encode_accounts
 from admin.errors import ApiError, not_found
@@ -33,7 +34,13 @@ from admin.models import (
 from cluster.keys import notifications_key
 from cluster.streams import StreamEntry, append
 from config.redact import register_secret
-from operations.accounts import DISABLED_BY_OPERATOR, OperatorError, add_account, remove_account
+from operations.accounts import (
+    DISABLED_BY_OPERATOR,
+    OperatorError,
+    UnknownAccountKind,
+    add_account,
+    remove_account,
+)
 from store.accounts import Account, get_account, set_status
 from store.db import Queryable, transaction
 from store.preferences import (
@@ -44,8 +51,8 @@ from store.preferences import (
 )
 from store.vocabulary import Provider, Status
 
-SYNC_NOW_KIND = "sync-now"  # routed to the actor as a sync of every calendar
-PREFERENCES_KIND = "preferences"  # routed to the actor, which reloads its preferences
+SYNC_NOW_KIND = SyncNow.stream_kind  # routed to the actor as a sync of every calendar
+PREFERENCES_KIND = PreferencesChanged.stream_kind  # the actor reloads its preferences
 
 _COLUMNS = "id, provider, external_user_id, shard, status, last_error, created_at, updated_at"
 
@@ -137,14 +144,17 @@ async def connect_account(deps: Deps, call: Call) -> AccountOut:
     body = call.body_as(ConnectAccount)
     token = body.refresh_token.get_secret_value()
     register_secret(token)
-    account = await add_account(
-        deps.pool,
-        deps.keyring,
-        provider=body.provider,
-        email=body.email,
-        refresh_token=token,
-        shard_count=deps.settings.shard_count,
-    )
+    try:
+        account = await add_account(
+            deps.pool,
+            deps.keyring,
+            provider=body.provider,
+            email=body.email,
+            refresh_token=token,
+            shard_count=deps.settings.shard_count,
+        )
+    except UnknownAccountKind as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
     return account_out(account)
 
 

@@ -26,7 +26,7 @@ from pydantic import (
 
 from outbox.model import DEFAULT_CALENDAR, MAX_VERSION
 from store.preferences import MAX_FREQUENCY_MINUTES, MAX_WINDOW_DAYS, MIN_FREQUENCY_MINUTES
-from store.vocabulary import Provider, Status
+from store.vocabulary import Status
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -105,17 +105,29 @@ class AccountPath(_Model):
 # --- accounts -----------------------------------------------------------------------------
 
 
+# An account kind's name (the registry's ``AccountKind.name``); which kinds exist is data.
+Kind = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",  # kinds.registry.KIND_NAME
+        description="the account's kind, e.g. google or microsoft",
+    ),
+]
+
+
 class AccountsQuery(PageQuery):
     """Filters of ``GET /accounts``."""
 
     status: Status | None = None
-    provider: Provider | None = None
+    provider: Kind | None = None
 
 
 class ConnectAccount(_Model):
     """Connect an account (or give an existing one new credentials, re-activating it)."""
 
-    provider: Provider
+    provider: Kind
     email: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_nul)] = Field(
         description="the provider's user id (an email address)"
     )
@@ -128,7 +140,7 @@ class AccountOut(_Model):
     """An account; ``email`` is the provider's user id."""
 
     id: UUID
-    provider: Provider
+    provider: Kind
     email: str
     shard: int
     status: Status

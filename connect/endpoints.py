@@ -13,6 +13,7 @@ import aiohttp
 
 from config.settings import Settings
 from connect.protocol import MICROSOFT_OIDC_SCOPES, Endpoints, ProviderClient
+from kinds import KindRegistry, default_registry
 
 GOOGLE_EXTRA_PARAMS = (
     # A refresh token is returned only for offline access, and on a repeated sign-in only
@@ -26,8 +27,12 @@ class DiscoveryFailed(Exception):
     """The provider's discovery document could not be read; the message is safe to log."""
 
 
-def provider_clients(settings: Settings) -> dict[str, ProviderClient]:
-    """The configured providers' clients, by provider name."""
+def provider_clients(
+    settings: Settings, kinds: KindRegistry | None = None
+) -> dict[str, ProviderClient]:
+    """The configured providers' clients, by kind name; what each provider declares comes
+    from the kinds registry."""
+    kinds = default_registry() if kinds is None else kinds
     clients: dict[str, ProviderClient] = {}
     if settings.google_client_id and settings.google_client_secret is not None:
         clients["google"] = ProviderClient(
@@ -36,6 +41,7 @@ def provider_clients(settings: Settings) -> dict[str, ProviderClient]:
             settings.google_client_secret.get_secret_value(),
             tuple(settings.google_connect_scopes),
             GOOGLE_EXTRA_PARAMS,
+            capabilities=kinds["google"].capabilities,
         )
     if settings.microsoft_client_id and settings.microsoft_client_secret is not None:
         resource = tuple(s for s in settings.microsoft_scopes if s not in MICROSOFT_OIDC_SCOPES)
@@ -45,6 +51,7 @@ def provider_clients(settings: Settings) -> dict[str, ProviderClient]:
             settings.microsoft_client_secret.get_secret_value(),
             (*MICROSOFT_OIDC_SCOPES, *resource),
             (("response_mode", "query"),),
+            capabilities=kinds["microsoft"].capabilities,
         )
     return clients
 

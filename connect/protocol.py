@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from store.vocabulary import Provider
+from providers.capabilities import Capabilities
 
 # Microsoft: openid/profile for the id_token and preferred_username, offline_access for the
 # refresh token (v2-oauth2-auth-code-flow: "Only provided if offline_access scope was requested").
@@ -31,12 +31,14 @@ MICROSOFT_OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 class ProviderClient:
     """Our registration at one provider and how its flow is asked for."""
 
-    provider: Provider
+    provider: str  # the account kind
     client_id: str
     client_secret: str = field(repr=False)
     scopes: tuple[str, ...]
     # Provider-specific authorization parameters (Google: access_type=offline, prompt=consent).
     extra_params: tuple[tuple[str, str], ...] = ()
+    # What the provider declares: which id_token claims name the account, grant quirks.
+    capabilities: Capabilities = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,8 @@ def token_form(
         "client_secret": client.client_secret,
         "code_verifier": verifier,
     }
-    if client.provider == "microsoft":
-        form["scope"] = " ".join(client.scopes)  # optional there; names the resource
+    if client.capabilities.scope_in_token_grant:
+        form["scope"] = " ".join(client.scopes)  # optional at Microsoft; names the resource
     return form
 
 
@@ -162,13 +164,12 @@ def identity(client: ProviderClient, answer: TokenAnswer, nonce: str) -> str:
         raise AnswerError("id_token was not issued to this client")
     if claims.get("nonce") != nonce:
         raise AnswerError("id_token nonce does not match the flow")
-    if client.provider == "google":
+    rule = client.capabilities.identity
+    if rule.verified_by is not None and claims.get(rule.verified_by) not in (True, "true"):
         # Google: use the email only when Google verified it.
-        if claims.get("email_verified") not in (True, "true"):
-            raise AnswerError("id_token email is not verified")
-        name = claims.get("email")
-    else:
-        name = claims.get("preferred_username") or claims.get("email")
-    if not isinstance(name, str) or not name.strip():
-        raise AnswerError("id_token names no user")
-    return name.strip()
+        raise AnswerError("id_token email is not verified")
+    for claim in rule.claims:
+        name = claims.get(claim)
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    raise AnswerError("id_token names no user")

@@ -21,6 +21,7 @@ from store.accounts import (
     delete_account,
     find_account,
     get_account,
+    known_kinds,
     set_status,
 )
 from store.calendars import list_calendar_states
@@ -85,6 +86,10 @@ def export_line(provider: str, account_id: UUID, row: dict[str, Any]) -> dict[st
     }
 
 
+class UnknownAccountKind(OperatorError):
+    """The account names a kind that is not registered (not in ``account_kinds``)."""
+
+
 async def add_account(
     pool: PgPool,
     keyring: Keyring,
@@ -99,6 +104,9 @@ async def add_account(
     New credentials re-activate an account in any other status (``needs_reauth`` after the
     user re-authorized, or one an operator disabled): adding them is the operator's decision.
     """
+    kinds = await known_kinds(pool)
+    if provider not in kinds:
+        raise UnknownAccountKind(f"unknown account kind {provider!r}; known: {', '.join(kinds)}")
     async with transaction(pool) as conn:
         account = await find_account(conn, provider, email)
         if account is None:

@@ -1,7 +1,10 @@
 """The Python way in for applications: ask for events to be written, in your own transaction.
 
-``enqueue_upsert``, ``enqueue_cancel`` and ``enqueue_rebuild`` take plain values, check them, and
-insert one ``outbox`` row through ``store.outbox``; each returns the new item's id. Pass the
+``enqueue(conn, account_id, operation, payload)`` works for every account kind: it validates the
+payload against the schema the account's kind declares for the operation (``kinds.registry``)
+and inserts one ``outbox`` row. ``enqueue_upsert``, ``enqueue_cancel`` and ``enqueue_rebuild``
+are the calendar operations' typed forms: they take plain values, check them, and insert one
+``outbox`` row through ``store.outbox``; each returns the new item's id. Pass the
 connection of the transaction that makes the change, so the request commits with it or not at
 all (the owning replica is notified at that commit). ``upsert_request`` and friends check alone,
 for callers that validate long before they write (the CLI); ``submit`` writes. See docs/outbox.md.
@@ -19,12 +22,22 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kinds import KindRegistry, default_registry
+from kinds.registry import PayloadError
 from outbox.model import DEFAULT_CALENDAR, MAX_VERSION, EventContent, Operation, SourceKey
+from outbox.payloads import (
+    CalendarPayload,
+    CancelEventPayload,
+    RebuildAllPayload,
+    UpsertEventPayload,
+)
 from providers.models import EventTiming
 from store import outbox as store
 from store.db import Queryable
@@ -32,7 +45,9 @@ from store.db import Queryable
 __all__ = [
     "OutboxRequestError",
     "Request",
+    "calendar_request",
     "cancel_request",
+    "enqueue",
     "enqueue_cancel",
     "enqueue_rebuild",
     "enqueue_upsert",
@@ -317,3 +332,59 @@ async def enqueue_rebuild(
     """Ask for every event of the workspace in the calendar to be deleted and recreated."""
     request = rebuild_request(account_id, workspace_id=workspace_id, calendar_id=calendar_id)
     return await submit(conn, request)
+
+
+def calendar_request(account_id: UUID | str, operation: str, payload: CalendarPayload) -> Request:
+    """The checked ``Request`` of a validated calendar payload (the rules a schema cannot say:
+    aware datetimes, dates and datetimes not mixed, IANA zones, no NUL)."""
+    if isinstance(payload, UpsertEventPayload):
+        return upsert_request(account_id, **payload.model_dump())
+    if isinstance(payload, CancelEventPayload):
+        return cancel_request(account_id, **payload.model_dump())
+    if isinstance(payload, RebuildAllPayload):
+        return rebuild_request(account_id, **payload.model_dump())
+    raise OutboxRequestError(f"{operation} has no calendar request form")
+
+
+async def enqueue(
+    conn: Queryable,
+    account_id: UUID | str,
+    operation: str,
+    payload: Mapping[str, Any],
+    *,
+    kinds: KindRegistry | None = None,
+) -> int:
+    """Queue ``operation`` for the account with ``payload``, validated against the schema the
+    account's kind declares for it; the item id. ``OutboxRequestError`` names what is wrong
+    (an unknown account, an operation the kind lacks, the payload's faulty fields)."""
+    account = _account(account_id)
+    registry = default_registry() if kinds is None else kinds
+    kind_name = await conn.fetchval("SELECT provider FROM accounts WHERE id = $1", account)
+    if kind_name is None:
+        raise OutboxRequestError(f"no account {str(account)!r}")
+    kind = registry.get(kind_name)
+    if kind is None:
+        raise OutboxRequestError(f"account kind {kind_name!r} is not registered here")
+    spec = kind.operation(operation)
+    if spec is None:
+        accepted = ", ".join(op.name for op in kind.operations) or "none"
+        raise OutboxRequestError(
+            f"{kind_name} accounts have no operation {operation!r} (accepted: {accepted})"
+        )
+    try:
+        model = spec.validate(payload)
+    except PayloadError as error:
+        raise OutboxRequestError(str(error)) from None
+    if not spec.json_payload:
+        if not isinstance(model, CalendarPayload):
+            raise OutboxRequestError(f"{operation} has no column form")  # a wrong entry
+        return await submit(conn, calendar_request(account, operation, model))
+    workspace = getattr(model, "workspace_id", "")
+    return await store.enqueue_payload(
+        conn,
+        account,
+        kind.name,
+        spec.name,
+        model.model_dump(mode="json"),
+        workspace_id=workspace if isinstance(workspace, str) else "",
+    )

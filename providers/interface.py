@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from providers.capabilities import Capabilities
 from providers.errors import InvalidNotification
 from providers.models import (
     CalendarInfo,
@@ -40,6 +41,7 @@ class CalendarProvider(Protocol):
     """One provider's client (Google, Microsoft, ...); one instance serves a whole replica."""
 
     name: str
+    capabilities: Capabilities  # what the provider can do (``providers.capabilities``)
 
     async def refresh_access_token(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token for a new access token (and maybe a rotated refresh token)."""

@@ -24,7 +24,7 @@ from uuid import UUID
 import asyncpg
 
 from store.db import Queryable
-from store.vocabulary import PROVIDERS, STATUSES, Provider, Status
+from store.vocabulary import STATUSES, Provider, Status
 
 _COLUMNS = "id, provider, external_user_id, shard, status, last_error, created_at, updated_at"
 
@@ -58,7 +58,7 @@ def shard_for(account_id: UUID, shard_count: int) -> int:
 def _account(row: asyncpg.Record) -> Account:
     return Account(
         id=row["id"],
-        provider=cast(Provider, row["provider"]),
+        provider=row["provider"],
         external_user_id=row["external_user_id"],
         shard=row["shard"],
         status=cast(Status, row["status"]),
@@ -66,6 +66,15 @@ def _account(row: asyncpg.Record) -> Account:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+class UnknownKind(ValueError):
+    """An account names a kind that is not registered (not in ``account_kinds``)."""
+
+
+async def known_kinds(conn: Queryable) -> list[str]:
+    """The registered account kinds, by name."""
+    return [r["name"] for r in await conn.fetch("SELECT name FROM account_kinds ORDER BY name")]
 
 
 def _check(kind: str, value: str, allowed: Sequence[str]) -> None:
@@ -76,17 +85,20 @@ def _check(kind: str, value: str, allowed: Sequence[str]) -> None:
 async def create_account(
     conn: Queryable, *, provider: Provider, external_user_id: str, shard_count: int
 ) -> Account:
-    """Insert an account, or return the existing one for ``(provider, external_user_id)``."""
-    _check("provider", provider, PROVIDERS)
+    """Insert an account, or return the existing one for ``(provider, external_user_id)``;
+    ``UnknownKind`` when ``provider`` names no kind in ``account_kinds``."""
     account_id = uuid.uuid4()
-    row = await conn.fetchrow(
-        f"INSERT INTO accounts (id, provider, external_user_id, shard) VALUES ($1, $2, $3, $4)"
-        f" ON CONFLICT (provider, external_user_id) DO NOTHING RETURNING {_COLUMNS}",
-        account_id,
-        provider,
-        external_user_id,
-        shard_for(account_id, shard_count),
-    )
+    try:
+        row = await conn.fetchrow(
+            f"INSERT INTO accounts (id, provider, external_user_id, shard) VALUES ($1, $2, $3, $4)"
+            f" ON CONFLICT (provider, external_user_id) DO NOTHING RETURNING {_COLUMNS}",
+            account_id,
+            provider,
+            external_user_id,
+            shard_for(account_id, shard_count),
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise UnknownKind(f"unknown account kind {provider!r}") from None
     if row is None:
         # ON CONFLICT waited for any concurrent inserter to commit, so the row is visible now.
         row = await conn.fetchrow(
@@ -103,7 +115,6 @@ async def find_account(
     conn: Queryable, provider: Provider, external_user_id: str
 ) -> Account | None:
     """The account for ``(provider, external_user_id)``, or None."""
-    _check("provider", provider, PROVIDERS)
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM accounts WHERE provider = $1 AND external_user_id = $2",
         provider,

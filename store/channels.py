@@ -14,13 +14,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
 from uuid import UUID
 
 import asyncpg
 
+from store.accounts import UnknownKind
 from store.db import Queryable
-from store.vocabulary import PROVIDERS, Provider
+from store.vocabulary import Provider
 
 _COLUMNS = (
     "provider, id, account_id, calendar_id, shard, resource_id, token_hash, expires_at, created_at"
@@ -50,7 +50,7 @@ class ChannelRow:
 
 def _row(record: asyncpg.Record) -> ChannelRow:
     return ChannelRow(
-        provider=cast(Provider, record["provider"]),
+        provider=record["provider"],
         id=record["id"],
         account_id=record["account_id"],
         calendar_id=record["calendar_id"],
@@ -60,11 +60,6 @@ def _row(record: asyncpg.Record) -> ChannelRow:
         expires_at=record["expires_at"],
         created_at=record["created_at"],
     )
-
-
-def _check_provider(provider: str) -> None:
-    if provider not in PROVIDERS:
-        raise ValueError(f"invalid provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
 
 
 async def get_channel(conn: Queryable, provider: Provider, channel_id: str) -> ChannelRow | None:
@@ -91,8 +86,19 @@ async def get_channels(
 
 async def save_channel(conn: Queryable, row: ChannelRow) -> ChannelRow:
     """Insert the channel or replace the one with the same ``(provider, id)``; the stored row."""
-    _check_provider(row.provider)
-    record = await conn.fetchrow(
+    try:
+        record = await _save(conn, row)
+    except asyncpg.ForeignKeyViolationError as error:
+        if error.constraint_name == "push_channels_kind_fkey":
+            raise UnknownKind(f"unknown account kind {row.provider!r}") from None
+        raise
+    if record is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+        raise LookupError(f"{row.provider} channel {row.id!r} was not saved")
+    return _row(record)
+
+
+async def _save(conn: Queryable, row: ChannelRow) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         "INSERT INTO push_channels"
         " (provider, id, account_id, calendar_id, shard, resource_id, token_hash, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -109,9 +115,6 @@ async def save_channel(conn: Queryable, row: ChannelRow) -> ChannelRow:
         row.token_hash,
         row.expires_at,
     )
-    if record is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
-        raise LookupError(f"{row.provider} channel {row.id!r} was not saved")
-    return _row(record)
 
 
 async def delete_channel(conn: Queryable, provider: Provider, channel_id: str) -> bool:

@@ -6,11 +6,15 @@ Invariants:
   it is either fully applied and recorded, or neither.
 - Files are schema-agnostic: they run with ``search_path`` set to the target schema, and must
   not contain transaction control statements.
+- After the files, the account kinds passed in (the registry's, ``kinds``) and their outbox
+  operations are written to ``account_kinds`` / ``outbox_operations`` (added, never removed), in
+  one transaction under the same lock.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -49,8 +53,16 @@ def discover(source: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(dsn: str, schema: str, *, source: Path | None = None) -> list[int]:
-    """Apply pending migrations to ``schema``; return the versions applied by this call."""
+async def migrate(
+    dsn: str,
+    schema: str,
+    *,
+    source: Path | None = None,
+    kinds: Mapping[str, Iterable[tuple[str, bool]]] | None = None,
+) -> list[int]:
+    """Apply pending migrations to ``schema`` and record ``kinds`` (kind -> its outbox
+    operations, each with whether its payload is JSON); return the versions applied by this
+    call."""
     schema_sql = quote_ident(validate_schema(schema))
     migrations = discover(source)
     conn = await asyncpg.connect(dsn, server_settings={"application_name": APPLICATION_NAME})
@@ -60,7 +72,10 @@ async def migrate(dsn: str, schema: str, *, source: Path | None = None) -> list[
             "SELECT pg_advisory_lock($1, hashtext($2))", ADVISORY_LOCK_NAMESPACE, schema
         )
         try:
-            return await _apply_pending(conn, schema_sql, migrations)
+            applied = await _apply_pending(conn, schema_sql, migrations)
+            if kinds:
+                await _record_kinds(conn, schema_sql, kinds)
+            return applied
         finally:
             await conn.execute(
                 "SELECT pg_advisory_unlock($1, hashtext($2))", ADVISORY_LOCK_NAMESPACE, schema
@@ -97,3 +112,27 @@ async def _apply_pending(
             )
         applied.append(migration.version)
     return applied
+
+
+async def _record_kinds(
+    conn: asyncpg.Connection[asyncpg.Record],
+    schema_sql: str,
+    kinds: Mapping[str, Iterable[tuple[str, bool]]],
+) -> None:
+    rows = [(kind, op, json) for kind, operations in kinds.items() for op, json in operations]
+    async with conn.transaction():
+        await conn.execute(
+            f"INSERT INTO {schema_sql}.account_kinds (name) SELECT unnest($1::text[])"
+            " ON CONFLICT DO NOTHING",
+            list(kinds),
+        )
+        # An operation whose payload moved between JSON and columns would strand its rows:
+        # the conflict leaves the recorded form, and the outbox refuses rows of the new one.
+        await conn.execute(
+            f"INSERT INTO {schema_sql}.outbox_operations (kind, operation, json_payload)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[])"
+            " ON CONFLICT DO NOTHING",
+            [kind for kind, _, _ in rows],
+            [op for _, op, _ in rows],
+            [json for _, _, json in rows],
+        )

@@ -13,12 +13,13 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
+import orjson
 import structlog
 
 from outbox.model import (
@@ -169,6 +170,39 @@ async def enqueue_rebuild(
         calendar_id,
     )
     return int(item_id)
+
+
+async def enqueue_payload(
+    conn: Queryable,
+    account_id: UUID,
+    kind: str,
+    operation: str,
+    payload: Mapping[str, object],
+    *,
+    workspace_id: str = "",
+) -> int:
+    """Queue ``operation`` of ``kind`` with its (already validated) JSON payload; the item id.
+    The table refuses a kind that is not the account's and an operation the kind lacks."""
+    item_id = await conn.fetchval(
+        "INSERT INTO outbox (account_id, kind, operation, workspace_id, payload)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id",
+        account_id,
+        kind,
+        operation,
+        workspace_id,
+        orjson.dumps(dict(payload)).decode(),
+    )
+    return int(item_id)
+
+
+async def get_payload(conn: Queryable, item_id: int) -> tuple[str, str, dict[str, object]] | None:
+    """(kind, operation, payload) of an item queued with a JSON payload, or None."""
+    record = await conn.fetchrow(
+        "SELECT kind, operation, payload::text AS payload FROM outbox WHERE id = $1", item_id
+    )
+    if record is None or record["payload"] is None:
+        return None
+    return record["kind"], record["operation"], orjson.loads(record["payload"])
 
 
 async def get_item(conn: Queryable, item_id: int) -> OutboxItem | None:

@@ -1,11 +1,14 @@
-"""The account vocabulary (provider names, account statuses) without any import: the command
-line offers them as choices before anything heavy is loaded; ``store.accounts`` stores them."""
+"""The account vocabulary without any import: the command line offers the statuses as choices
+before anything heavy is loaded; ``store.accounts`` stores them.
+
+An account's ``provider`` is the name of its kind (``kinds.registry``); which kinds exist is
+data (the ``account_kinds`` table ``migrate`` fills from the registry), not a literal here.
+"""
 
 from __future__ import annotations
 
 from typing import Literal, get_args
 
-Provider = Literal["google", "microsoft"]
+Provider = str  # an account kind's name, e.g. "google"; account_kinds lists the known ones
 Status = Literal["active", "needs_reauth", "quarantined", "disabled"]
-PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 STATUSES: tuple[Status, ...] = get_args(Status)

@@ -37,9 +37,10 @@ import aiohttp
 import anyio
 import structlog
 
-from actors.account import AccountActor, AccountContext, account_spec
+from actors.account import AccountActor, AccountContext
 from actors.account.context import Preloaded
-from actors.cell import ActorState
+from actors.account.messages import OutboxDue, Resume, SyncNow, message_of
+from actors.cell import ActorCell, ActorState
 from actors.errors import ActorUnavailable
 from actors.spec import ChildSpec
 from actors.supervisor import Supervisor
@@ -47,12 +48,11 @@ from cluster.change_relay import run_relay
 from cluster.inbox import Inbox, InboxEntry
 from cluster.lease_state import LeasePolicy, StartPacer
 from cluster.leases import LeaseStore
-from cluster.rate_limit import BucketSpec, TokenBucket
+from cluster.rate_limit import TokenBucket
 from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings
-from providers.google.client import GoogleCalendarProvider
+from kinds import KindRegistry, default_registry
 from providers.interface import CalendarProvider
-from providers.microsoft.client import MicrosoftCalendarProvider
 from store.accounts import Account, list_accounts, shard_for
 from store.channels import list_channels_many
 from store.credentials import load_credentials_many
@@ -66,43 +66,12 @@ from supervisor.resilient import run_resilient
 log = structlog.get_logger("supervisor.accounts")
 
 
-def request_budgets(settings: Settings) -> tuple[BucketSpec, BucketSpec]:
-    """(Google per project, Graph per mailbox): the providers' quotas (10,000 requests a minute
-    per project; 10,000 per 10 minutes per app and mailbox by default), with bursts of a tenth,
-    so a stampede cannot spend a whole period at once."""
-    google, graph = settings.google_requests_per_minute, settings.microsoft_requests_per_10_minutes
-    return (
-        BucketSpec.per_period(google, 60, burst=max(1, google // 10)),
-        BucketSpec.per_period(graph, 600, burst=max(1, graph // 10)),
-    )
-
-
-# What an inbox entry's kind asks of the actor (push renewal keys join with the push work).
-# ``sync-now`` comes from the admin API (no calendar): a sync of every calendar.
-_POST_KINDS = {
-    "changed": "changed",
-    "resync": "resync",
-    "removed": "removed",  # a new channel, then an incremental sync of what it missed
-    "reauthorize": "reauthorize",
-    "sync-now": "sync-now",
-    "preferences": "preferences",  # the admin API changed them: the actor reloads them
-}
-
-
 def providers_from_settings(
-    settings: Settings, session: aiohttp.ClientSession
+    settings: Settings, session: aiohttp.ClientSession, kinds: KindRegistry | None = None
 ) -> dict[str, CalendarProvider]:
-    """A client for every provider whose OAuth client is configured."""
-    providers: dict[str, CalendarProvider] = {}
-    if settings.google_client_id and settings.google_client_secret:
-        providers["google"] = GoogleCalendarProvider.from_settings(settings, session)
-    if settings.microsoft_client_id and settings.microsoft_client_secret:
-        providers["microsoft"] = MicrosoftCalendarProvider.from_settings(
-            settings,
-            session,
-            lifecycle_notification_url=webhook_url(settings, "microsoft/lifecycle"),
-        )
-    return providers
+    """A client for every registered kind whose provider is configured, by kind name."""
+    registry = default_registry() if kinds is None else kinds
+    return registry.clients(settings, session, partial(webhook_url, settings))
 
 
 def settle_heap() -> None:
@@ -133,7 +102,8 @@ class AccountsRuntime:
     scan_every_s: float = 10.0
     keeper: ShardKeeper | None = None
     inbox: Inbox | None = None
-    _spec: ChildSpec[object] | None = None
+    kinds: KindRegistry = field(default_factory=default_registry)
+    _specs: dict[str, ChildSpec[object]] = field(default_factory=dict)  # by kind, when run
     _by_shard: dict[int, set[str]] = field(default_factory=dict)
     _skipped: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -176,18 +146,21 @@ class AccountsRuntime:
             poll_every_s=settings.sync_poll_s,
             retry_initial_s=settings.sync_retry_initial_s,
             retry_max_s=settings.sync_retry_max_s,
-            push_address_google=webhook_url(settings, "google"),
-            push_address_microsoft=webhook_url(settings, "microsoft"),
+            push_addresses=self._push_addresses(),
+            capabilities={kind.name: kind.capabilities for kind in self.kinds},
             rate_gate=self._rate_gate,
             on_stale_epoch=keeper.epoch_refused,
             preloaded=self._preloaded,
             sync_slots=asyncio.Semaphore(settings.sync_concurrency),
             outbox_max_attempts=settings.outbox_max_attempts,
         )
-        spec = self._spec = account_spec(context)
+        # One child spec per kind this replica runs (the registry says which actor).
+        self._specs = {
+            kind.name: kind.spec(context) for kind in self.kinds if kind.name in self.providers
+        }
         loops: dict[str, Callable[[], Awaitable[None]]] = {
             "accounts.shards": keeper.run,
-            "accounts.scan": partial(self._scan_forever, spec),
+            "accounts.scan": self._scan_forever,
             "accounts.inbox": partial(inbox.run, self.owned),
             "accounts.relay": partial(run_relay, pool, redis),
         }
@@ -236,7 +209,7 @@ class AccountsRuntime:
         doomed = [
             cell.id
             for cell in list(self.supervisor.registry)
-            if cell.spec is self._spec and shard_for(UUID(cell.id), count) == shard
+            if self._ours(cell) and shard_for(UUID(cell.id), count) == shard
         ]
         # Bounded well inside the lease's stop margin: the keeper renews nothing meanwhile.
         settings = self.replica.settings
@@ -244,7 +217,7 @@ class AccountsRuntime:
             doomed, timeout_s=min(settings.shutdown_timeout_s, settings.lease_ttl_s / 4)
         )
 
-    async def scan(self, spec: ChildSpec[object]) -> None:
+    async def scan(self) -> None:
         """Start actors for active accounts of owned shards; resume or stop the rest."""
         settings = self.replica.settings
         owned = set(self.owned())
@@ -258,12 +231,12 @@ class AccountsRuntime:
         for account in mine:
             self._by_shard.setdefault(account.shard, set()).add(str(account.id))
         if new:
-            await self._start_paced(new, spec, settings.actor_start_burst)
+            await self._start_paced(new, settings.actor_start_burst)
             settle_heap()
         self._report_started()
         kept = {str(a.id) for a in mine}
         for running in list(self.supervisor.registry):
-            if running.spec is spec and running.id not in kept:  # purged, or shard gone
+            if self._ours(running) and running.id not in kept:  # purged, or shard gone
                 await self.supervisor.stop_child(running.id)
         for account in mine:
             cell = self.supervisor.get(str(account.id))
@@ -277,11 +250,9 @@ class AccountsRuntime:
                 and cell.actor.parked
             ):
                 # New credentials were stored for a parked (needs_reauth) account: resume it.
-                cell.post_nowait(("resume", None))
+                cell.post_nowait(Resume())
 
-    async def _start_paced(
-        self, accounts: list[Account], spec: ChildSpec[object], burst: int
-    ) -> None:
+    async def _start_paced(self, accounts: list[Account], burst: int) -> None:
         """Start actors in batches of ``burst`` at ``actor_start_rate_per_s`` (one pacer for the
         replica's life, across scans), so a replica taking many shards does not stampede
         Postgres or the providers. Each batch's stored state is read in bulk first."""
@@ -301,8 +272,12 @@ class AccountsRuntime:
                 await asyncio.sleep(delay)
             ids = [str(a.id) for a in batch]
             await self._preload(batch)
+            failures: dict[str, BaseException] = {}
             try:
-                failures = await self.supervisor.start_children(ids, spec)
+                for kind, spec in self._specs.items():
+                    of_kind = [str(a.id) for a in batch if a.provider == kind]
+                    if of_kind:
+                        failures.update(await self.supervisor.start_children(of_kind, spec))
             finally:
                 for child_id in ids:
                     self._preloaded.pop(child_id, None)
@@ -338,52 +313,63 @@ class AccountsRuntime:
 
     def _running_accounts(self) -> list[UUID]:
         """The accounts whose actors run here (the outbox poll asks only about these)."""
-        return [UUID(cell.id) for cell in self.supervisor.registry if cell.spec is self._spec]
+        return [UUID(cell.id) for cell in self.supervisor.registry if self._ours(cell)]
 
     def _wake_outbox(self, account_id: UUID) -> None:
         """An outbox item of ``account_id`` is due: its actor drains (a burst costs one drain).
         Accounts of other replicas' shards are ignored (NOTIFY reaches every listener)."""
         cell = self.supervisor.get(str(account_id))
-        if cell is None or cell.spec is not self._spec:
+        if cell is None or not self._ours(cell):
             return
         with contextlib.suppress(ActorUnavailable):
-            cell.post_nowait(("outbox", None))
+            cell.post_nowait(OutboxDue())
 
     def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
-        """Google: one budget per project; Graph: one per mailbox (providers.md A.5, B.3).
-        One object per bucket in this replica, so its waiters queue locally."""
-        if provider == "google":
-            name = "google"
-        elif provider == "microsoft":
-            name = f"microsoft:mailbox:{account_id}"
-        else:
+        """The kind's request budget: one per provider project, or one per account (Graph's
+        mailbox), as its capabilities say (providers.md A.5, B.3). One object per bucket in
+        this replica, so its waiters queue locally."""
+        kind = self.kinds.get(provider)
+        if kind is None:
             return None
+        name = kind.budget_key(account_id)
         bucket = self._buckets.get(name)
         if bucket is None:
-            google, graph = request_budgets(self.replica.settings)
-            spec = google if provider == "google" else graph
+            spec = kind.budget(self.replica.settings)
             bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, spec)
         return bucket
 
+    def _push_addresses(self) -> dict[str, str]:
+        """Where each pushing kind's notifications arrive (none without a public base URL)."""
+        settings = self.replica.settings
+        addresses: dict[str, str] = {}
+        for kind in self.kinds:
+            url = None if kind.webhook_path is None else webhook_url(settings, kind.webhook_path)
+            if url is not None:
+                addresses[kind.name] = url
+        return addresses
+
+    def _ours(self, cell: ActorCell[object]) -> bool:
+        """Whether ``cell`` runs an account actor of this runtime (of any kind)."""
+        return any(cell.spec is spec for spec in self._specs.values())
+
     def _runnable(self, account: Account) -> bool:
-        if account.provider in self.providers:
+        if account.provider in self.providers and account.provider in self.kinds:
             return True
         if account.provider not in self._skipped:
             self._skipped.add(account.provider)
             log.warning("provider not configured; its accounts wait", provider=account.provider)
         return False
 
-    async def _scan_forever(self, spec: ChildSpec[object]) -> None:
+    async def _scan_forever(self) -> None:
         while True:
             self._wake.clear()
-            await self.scan(spec)
+            await self.scan()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.scan_every_s)
 
     def _route(self, entry: InboxEntry) -> bool:
-        kind = _POST_KINDS.get(entry.kind, "changed")
         try:
-            self.supervisor.post_nowait(entry.account_id, (kind, entry.calendar_id), entry)
+            self.supervisor.post_nowait(entry.account_id, message_of(entry), entry)
         except ActorUnavailable:
             return False
         return True
@@ -393,6 +379,6 @@ class AccountsRuntime:
             cell = self.supervisor.get(account_id)
             if cell is not None and cell.state is not ActorState.QUARANTINED:
                 try:
-                    cell.post_nowait(("sync-now", None))
+                    cell.post_nowait(SyncNow())
                 except ActorUnavailable:
                     continue

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from admin.app import create_admin_app
 from config.settings import Settings
 from connect import add_connect_routes
+from kinds import default_registry
 from metrics.health import probe_all, probe_postgres, probe_redis, readiness
 from providers.http import HttpSettings, create_session
 from store.crypto import Keyring
@@ -65,7 +66,9 @@ async def serve(settings: Settings, keyring: Keyring, *, host: str, port: int) -
     """Open Postgres and Redis from ``settings`` and serve the admin API until cancelled."""
     async with open_services(settings) as urls:
         if urls.embedded:
-            await migrate(urls.database_url, settings.db_schema)  # a fresh throwaway database
+            await migrate(
+                urls.database_url, settings.db_schema, kinds=default_registry().catalog()
+            )  # a fresh throwaway database
         pool = await create_pool(urls.database_url, settings.db_schema)
         redis = Redis.from_url(urls.redis_url)
         session = create_session(HttpSettings(ca_bundle=settings.ca_bundle))

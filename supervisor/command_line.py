@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from outbox.model import DEFAULT_CALENDAR
-from store.vocabulary import PROVIDERS, STATUSES
+from store.vocabulary import STATUSES
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -112,7 +112,9 @@ def add_operator_commands(commands: argparse._SubParsersAction[Any]) -> None:
     sub = accounts.add_subparsers(dest="accounts_command", required=True)
 
     add = sub.add_parser("add", help="connect an account (or replace its credentials)")
-    add.add_argument("--provider", required=True, choices=PROVIDERS)
+    add.add_argument(
+        "--provider", required=True, metavar="KIND", help="the account's kind (google, microsoft)"
+    )
     add.add_argument("--email", required=True, help="the account's user (external user id)")
     add.add_argument(
         "--refresh-token-file",
@@ -124,7 +126,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     listing = sub.add_parser("list", help="list accounts")
     listing.add_argument("--status", choices=STATUSES, default=None)
-    listing.add_argument("--provider", choices=PROVIDERS, default=None)
+    listing.add_argument("--provider", metavar="KIND", default=None, help="only this kind")
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     listing.set_defaults(run=Handler(_ACCOUNTS, "_accounts_list"))
 

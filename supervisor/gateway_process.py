@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.limits import DEFAULT_MAX_BODY_BYTES
+from kinds import default_registry
 from store.db import create_pool
 from store.migrate import migrate
 from supervisor.services import open_services
@@ -45,7 +46,9 @@ async def serve(
     """Open Postgres and Redis from ``settings`` and serve the gateway until cancelled."""
     async with open_services(settings) as urls:
         if urls.embedded:
-            await migrate(urls.database_url, settings.db_schema)  # a fresh throwaway database
+            await migrate(
+                urls.database_url, settings.db_schema, kinds=default_registry().catalog()
+            )  # a fresh throwaway database
         pool = await create_pool(urls.database_url, settings.db_schema)
         redis = Redis.from_url(urls.redis_url)
         try:

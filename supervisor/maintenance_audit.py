@@ -7,9 +7,9 @@ Invariants:
   than the staleness limit is left alone (its first syncs may still be queued);
 - a followed calendar is stale when it never completed a sync or not within ``stale_after``;
   an account following no calendar at all is reported once, as ``never_synced``;
-- with push configured, every followed calendar that gets a channel of its own
-  (``pushes_calendar``) and has synced once must have one that does not lapse within
-  ``renewal_margin``; without push, channels are not audited;
+- with push configured, every followed calendar that gets a channel of its own (its kind's
+  capabilities: ``pushes_calendar``) and has synced once must have one that does not lapse
+  within ``renewal_margin``; without push, channels are not audited;
 - a repair is one shard-stream entry per (account, calendar): ``changed`` (an incremental sync,
   which also opens a missing channel) or ``removed`` for a lapsing channel (make a new one);
   findings without a calendar cannot be repaired through the stream and yield no entry;
@@ -21,13 +21,15 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from actors.account.push import pushes_calendar
 from cluster.keys import notifications_key
 from cluster.streams import StreamEntry
+from kinds import default_registry
+from providers.capabilities import Capabilities
+from providers.models import NotificationKind
 from store.audit import AuditAccount, AuditCalendar, AuditChannel, AuditSnapshot
 
 
@@ -43,12 +45,17 @@ class FindingKind(enum.StrEnum):
 _ORDER = {kind: n for n, kind in enumerate(FindingKind)}  # syncs first, then channels
 
 # The stream entry kind that asks the owning actor to repair each finding.
+_CHANGED, _REMOVED = NotificationKind.CHANGED.value, NotificationKind.REMOVED.value
 _REPAIR_KIND = {
-    FindingKind.NEVER_SYNCED: "changed",
-    FindingKind.STALE_SYNC: "changed",
-    FindingKind.NO_CHANNEL: "changed",
-    FindingKind.CHANNEL_EXPIRING: "removed",
+    FindingKind.NEVER_SYNCED: _CHANGED,
+    FindingKind.STALE_SYNC: _CHANGED,
+    FindingKind.NO_CHANNEL: _CHANGED,
+    FindingKind.CHANNEL_EXPIRING: _REMOVED,
 }
+
+
+def _registered_capabilities() -> dict[str, Capabilities]:
+    return {kind.name: kind.capabilities for kind in default_registry()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class AuditPolicy:
     push: bool  # whether channels are expected (a public base URL is configured)
     renewal_margin: timedelta  # a channel lapsing sooner than this counts as missing
     providers: frozenset[str]  # providers this deployment runs; other accounts are skipped
+    # What each kind's provider can do (which calendars get a channel), from the registry.
+    capabilities: Mapping[str, Capabilities] = field(default_factory=_registered_capabilities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +155,8 @@ def _account_findings(
         if (
             policy.push
             and calendar.last_synced_at is not None
-            and pushes_calendar(account.provider, calendar.id)
+            and (caps := policy.capabilities.get(account.provider)) is not None
+            and caps.pushes_calendar(calendar.id)
         ):
             problem = _channel_finding(channels.get((account.id, calendar.id)), policy, now)
             if problem is not None:
@@ -173,7 +183,7 @@ def repair_entries(findings: Iterable[Finding], now: datetime) -> list[StreamEnt
             continue
         kind = _REPAIR_KIND[finding.kind]
         key = (finding.account_id, finding.calendar_id)
-        if key not in wanted or kind == "removed":
+        if key not in wanted or kind == _REMOVED:
             wanted[key] = (finding, kind)
     received_at = now.astimezone(UTC).isoformat()
     return [

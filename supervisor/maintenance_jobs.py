@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from actors.account.policy import sync_window
 from cluster.streams import append
 from config.settings import Settings
+from kinds import default_registry
 from store.audit import read_audit_snapshot
 from store.db import PgPool, PgPoolConnection
 from store.maintenance import (
@@ -83,13 +84,8 @@ class CleanupPolicy:
 
 
 def configured_providers(settings: Settings) -> frozenset[str]:
-    """The providers whose OAuth client is configured (the accounts replicas run)."""
-    found: set[str] = set()
-    if settings.google_client_id and settings.google_client_secret:
-        found.add("google")
-    if settings.microsoft_client_id and settings.microsoft_client_secret:
-        found.add("microsoft")
-    return frozenset(found)
+    """The kinds whose OAuth client is configured (the accounts replicas run)."""
+    return default_registry().configured(settings)
 
 
 def audit_policy(settings: Settings, providers: frozenset[str] | None = None) -> AuditPolicy:

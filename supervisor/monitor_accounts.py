@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from actors.account.messages import SyncNow
 from actors.cell import ActorState
 from actors.errors import ActorUnavailable, ChildStartError
 from actors.supervisor import Supervisor
@@ -113,7 +114,7 @@ class AccountOperations:
     async def sync_now(self, actor_id: str) -> str:
         """Ask the actor to sync every calendar now (the post a lost shard stream makes)."""
         try:
-            self.supervisor.post_nowait(actor_id, ("sync-now", None))
+            self.supervisor.post_nowait(actor_id, SyncNow())
         except ActorUnavailable as error:
             raise ActionRefused(str(error)) from None
         return f"sync of {actor_id} requested"

@@ -16,6 +16,7 @@ import structlog
 
 from config.redact import register_secrets
 from config.settings import ConfigError, Settings
+from kinds import default_registry
 from operations.accounts import OperatorError
 from providers.http import HttpSettings, create_session
 from store.credentials import rotate_keys
@@ -46,7 +47,9 @@ def _sandbox_extra(command: str) -> Iterator[None]:
 
 async def _migrate(settings: Settings, _args: argparse.Namespace) -> None:
     async with open_services(settings) as urls:
-        applied = await migrate(urls.database_url, settings.db_schema)
+        applied = await migrate(
+            urls.database_url, settings.db_schema, kinds=default_registry().catalog()
+        )
     print(f"applied migrations: {applied}" if applied else "database is up to date")
 
 

@@ -26,6 +26,7 @@ from actors.circuit import CircuitPolicy
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
 from config.settings import Settings
+from kinds import default_registry
 from store.accounts import mark_quarantined
 from store.db import create_pool
 from store.migrate import migrate
@@ -79,7 +80,9 @@ def restart_policy(settings: Settings) -> RestartPolicy:
 @contextlib.asynccontextmanager
 async def open_replica(settings: Settings, urls: ServiceUrls) -> AsyncIterator[Replica]:
     """Migrate, connect, start the supervisor (and monitor); tear all down on exit."""
-    applied = await migrate(urls.database_url, settings.db_schema)
+    applied = await migrate(
+        urls.database_url, settings.db_schema, kinds=default_registry().catalog()
+    )
     if applied:
         log.info("migrations applied", versions=applied)
     pool = await create_pool(urls.database_url, settings.db_schema)

@@ -80,7 +80,7 @@ class AccountCalls:
     async def _metered(self, request: Callable[[str], Awaitable[T]], token: str) -> T:
         """One provider call drawn from the shared budget; a provider's Retry-After is shared."""
         provider = self.provider.name
-        gate = self.ctx.rate_gate(provider, str(self.account.id))
+        gate = self.ctx.rate_gate(self.account.provider, str(self.account.id))  # by kind
         if gate is None:
             return await request(token)
         try:

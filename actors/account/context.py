@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from providers.capabilities import Capabilities
 from providers.interface import CalendarProvider
 from store.accounts import Account
 from store.channels import ChannelRow
@@ -84,8 +85,12 @@ class AccountContext:
     # a burst costs one more sync. Short, as it delays an edit that follows another closely.
     settle_quiet_s: float = 0.05
     settle_max_s: float = 1.0
-    push_address_google: str | None = None
-    push_address_microsoft: str | None = None
+    # Where each kind's provider delivers notifications (through the gateway); a kind missing
+    # here is polled.
+    push_addresses: Mapping[str, str] = field(default_factory=dict)
+    # Each kind's capabilities as its registry entry declares them (a kind may use another's
+    # client with different capabilities); a kind missing here has its client's.
+    capabilities: Mapping[str, Capabilities] = field(default_factory=dict)
     push_ttl_s: int = 7 * 24 * 3600
     # The shared budget a call to ``provider`` for an account draws on, or None.
     rate_gate: Callable[[str, str], RateGate | None] = no_rate_gate
@@ -108,10 +113,11 @@ class AccountContext:
     # (a restart reads storage again).
     preloaded: dict[str, Preloaded] = field(default_factory=dict)
 
-    def push_address(self, provider: str) -> str | None:
-        """Where ``provider`` should deliver notifications, or None for no push."""
-        if provider == "google":
-            return self.push_address_google
-        if provider == "microsoft":
-            return self.push_address_microsoft
-        return None
+    def capabilities_of(self, kind: str) -> Capabilities:
+        """What accounts of ``kind`` may do: the registry's entry, else its client's own."""
+        declared = self.capabilities.get(kind)
+        return self.providers[kind].capabilities if declared is None else declared
+
+    def push_address(self, kind: str) -> str | None:
+        """Where accounts of ``kind`` get notifications delivered, or None for no push."""
+        return self.push_addresses.get(kind)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from providers.errors import ErrorKind, ProviderError
+from providers.errors import ErrorKind
 from providers.interface import needs_refresh
 from providers.models import SyncWindow
 from store.preferences import Preferences
@@ -97,17 +97,18 @@ def backoff_s(failures: int, initial_s: float, max_s: float, rng: random.Random)
 
 
 def retry_delay_s(
-    error: ProviderError,
+    kind: ErrorKind,
+    retry_after_s: float | None,
     failures: int,
     rng: random.Random,
     *,
     initial_s: float,
     max_s: float,
 ) -> float | None:
-    """How long to wait before retrying after ``error``; None: the error is not retried."""
-    if error.kind is ErrorKind.THROTTLED:
-        return max(error.retry_after_s or 0.0, backoff_s(failures, initial_s, max_s, rng))
-    if error.kind is ErrorKind.TRANSIENT:
+    """How long to wait before retrying after an error of ``kind``; None: it is not retried."""
+    if kind is ErrorKind.THROTTLED:
+        return max(retry_after_s or 0.0, backoff_s(failures, initial_s, max_s, rng))
+    if kind is ErrorKind.TRANSIENT:
         return backoff_s(failures, initial_s, max_s, rng)
     return None
 
@@ -126,7 +127,8 @@ def needs_renewal(issued_at: datetime, expires_at: datetime | None, now: datetim
 
 
 def push_retry_delay_s(
-    error: ProviderError,
+    kind: ErrorKind,
+    retry_after_s: float | None,
     failures: int,
     rng: random.Random,
     *,
@@ -136,7 +138,7 @@ def push_retry_delay_s(
     """How long to wait before trying a failed push step again: like a sync for throttling and
     transient errors, else (a refused address, a permanent error) the longest backoff. Push is
     an optimisation over polling, so its failures are retried, never raised."""
-    delay = retry_delay_s(error, failures, rng, initial_s=initial_s, max_s=max_s)
+    delay = retry_delay_s(kind, retry_after_s, failures, rng, initial_s=initial_s, max_s=max_s)
     return max_s if delay is None else delay
 
 

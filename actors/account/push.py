@@ -3,8 +3,9 @@ Graph subscriptions), each stored in ``push_channels``.
 
 Invariants:
 - a channel is opened only after the calendar's first completed sync, and only when the replica
-  has a push address for the provider; Graph subscriptions are per mailbox (``/me/events``), so
-  a Microsoft account has one, keyed to its ``primary`` calendar;
+  has a push address for the kind (the core decides, from the provider's ``ChannelScope``):
+  Graph subscriptions are per mailbox (``/me/events``), so a Microsoft account has one, keyed
+  to its ``primary`` calendar;
 - every channel gets a fresh random id (``uuid4().hex``; Graph names its own) and a fresh random
   token (``token_urlsafe(32)``); only ``hash_token`` of the token is stored, never the token;
 - the provider call comes first, then ONE fenced transaction saves the new row and deletes the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -34,9 +35,6 @@ from store.accounts import Account
 from store.channels import ChannelRow, delete_channel, hash_token, save_channel
 from store.fencing import fenced_transaction
 
-PUSH_PREFIX = "push:"
-GRAPH_PUSH_CALENDAR = "primary"  # Graph subscribes to /me/events: one per mailbox
-
 T = TypeVar("T")
 
 
@@ -44,31 +42,6 @@ class ProviderCall(Protocol):
     """Calls the provider with a fresh access token (refreshing once on 401)."""
 
     def __call__(self, request: Callable[[str], Awaitable[T]], /) -> Awaitable[T]: ...
-
-
-def push_deadline(calendar_id: str) -> str:
-    """The deadline that renews (or retries opening) the channel of ``calendar_id``."""
-    return PUSH_PREFIX + calendar_id
-
-
-def calendar_of_deadline(name: str) -> str | None:
-    """The calendar a ``push:<calendar_id>`` deadline is for; None for any other deadline."""
-    return name[len(PUSH_PREFIX) :] if name.startswith(PUSH_PREFIX) else None
-
-
-def pushes_calendar(provider: str, calendar_id: str) -> bool:
-    """Whether ``calendar_id`` gets a channel of its own (Graph: only the mailbox's primary)."""
-    return provider != "microsoft" or calendar_id == GRAPH_PUSH_CALENDAR
-
-
-def channels_to_close(
-    provider: str, with_channel: Iterable[str], followed: Collection[str]
-) -> list[str]:
-    """Calendars whose channel must be stopped because the calendar is no longer followed;
-    never Graph's mailbox subscription, which is not tied to one calendar."""
-    if provider == "microsoft":
-        return []
-    return sorted(c for c in with_channel if c not in followed)
 
 
 def as_push_channel(row: ChannelRow) -> PushChannel:

@@ -37,8 +37,8 @@ from providers.errors import (
     SyncStateExpired,
     Transient,
 )
+from providers.google import CAPABILITIES, mapping
 from providers.google import cursor as cursors
-from providers.google import mapping
 from providers.google.auth import GoogleTokenRefresher
 from providers.google.notifications import parse_notifications
 from providers.http import HttpResponse, parse_retry_after, send
@@ -98,6 +98,7 @@ class GoogleCalendarProvider:
     """Google Calendar v3 over the shared aiohttp session; one instance serves a replica."""
 
     name = PROVIDER
+    capabilities = CAPABILITIES
 
     def __init__(
         self,

@@ -37,8 +37,8 @@ from metrics import events as metrics
 from providers import payload
 from providers.errors import ErrorKind, Permanent, ProviderError, SyncStateExpired, Transient
 from providers.http import HttpResponse, parse_retry_after, send
+from providers.microsoft import CAPABILITIES, mapping
 from providers.microsoft import cursor as cursors
-from providers.microsoft import mapping
 from providers.microsoft.auth import MicrosoftTokenRefresher
 from providers.microsoft.mapping import PRIMARY
 from providers.microsoft.notifications import parse_notifications
@@ -82,6 +82,7 @@ class MicrosoftCalendarProvider:
     """Microsoft Graph over the shared aiohttp session; one instance serves a replica."""
 
     name = PROVIDER
+    capabilities = CAPABILITIES
 
     def __init__(
         self,

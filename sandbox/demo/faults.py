@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
+from actors.account.messages import SyncNow
 from actors.cell import ActorState
 from actors.errors import ActorUnavailable
 from actors.supervisor import Supervisor
@@ -136,7 +137,7 @@ class FaultInjector:
                     await self._reconnect(waiting.account)
             elif row.status == "active" and now - waiting.nudged_at >= NUDGE_EVERY_S:
                 waiting.nudged_at = now
-                self._post(account_id, ("sync-now", None))
+                self._post(account_id, SyncNow())
 
     async def _inject(self, planned: PlannedFault) -> bool:
         kind, pick = planned.kind, planned.pick
@@ -164,7 +165,7 @@ class FaultInjector:
             now = time.monotonic()
             self.waiting[account.id] = Revocation(account, now, now)
             self.revoked.append(account.id)
-            self._post(account.id, ("sync-now", None))
+            self._post(account.id, SyncNow())
             return True
         return await self._crash(account)
 
@@ -175,7 +176,7 @@ class FaultInjector:
             locked = await conn.fetch(
                 "SELECT id FROM calendars WHERE account_id = $1 FOR UPDATE", account.id
             )
-            if not locked or not self._post(account.id, ("sync-now", None)):
+            if not locked or not self._post(account.id, SyncNow()):
                 return False
             deadline = time.monotonic() + CRASH_WAIT_S
             while time.monotonic() < deadline:  # polled, not cancelled: asyncpg stays sane

@@ -33,6 +33,7 @@ import structlog
 from rich.console import Console
 
 from config.settings import Settings
+from kinds import default_registry
 from sandbox.demo.emulators import DEMO_CLIENT_ID, GoogleSide, MicrosoftSide
 from sandbox.demo.faults import FaultInjector
 from sandbox.demo.finish import DemoSummary, finish
@@ -88,7 +89,7 @@ async def run_demo(
             open_emulated_providers(DEMO_CLIENT_ID, secrets.token_urlsafe(24))
         )
         keyring = demo_keyring(settings)
-        await migrate(urls.database_url, settings.db_schema)
+        await migrate(urls.database_url, settings.db_schema, kinds=default_registry().catalog())
         gateway_url, gateway = await start_gateway(stack, urls, settings.db_schema)
         replica_settings = settings.model_copy(
             update={"public_base_url": gateway_url, "shard_count": DEMO_SHARDS}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.asyncio import Redis
 
+from actors.account.messages import SyncNow
 from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from gateway.app import STATS, GatewayStatistics, create_app
 from providers.interface import CalendarProvider
@@ -113,7 +114,7 @@ class Stage:
         for snap in self.gauges.snapshots():
             if (snap.status or "").startswith("retry"):
                 with contextlib.suppress(Exception):  # gone meanwhile: nothing to nudge
-                    self.replica.supervisor.post_nowait(snap.id, ("sync-now", None))
+                    self.replica.supervisor.post_nowait(snap.id, SyncNow())
 
     async def unsettled(self) -> int:
         """How much work is left before the database can match the emulators."""

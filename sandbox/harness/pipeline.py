@@ -25,6 +25,7 @@ from uuid import UUID
 import pytest
 from redis.asyncio import Redis
 
+from actors.account.messages import SyncNow
 from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from config.settings import load_settings
 from gateway.app import STATS, GatewayStatistics
@@ -283,7 +284,7 @@ class Pipeline:
     def sync_everyone(self) -> None:
         """What an operator does after an outage: a ``sync-now`` to every account actor."""
         for person in self.people.values():
-            self.replica.supervisor.post_nowait(str(person.account_id), ("sync-now", None))
+            self.replica.supervisor.post_nowait(str(person.account_id), SyncNow())
 
     def actor_status(self, person: Person) -> str | None:
         """The account actor's free-form status (``synced``, ``retry in ...``)."""

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from actors.account import AccountContext, account_spec
+from actors.account.messages import Changed, Resume, SyncNow
 from actors.cell import ActorCell, ActorState
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
@@ -258,7 +259,7 @@ async def test_first_sync_converges_then_follows_changes(world: World, provider:
     control.delete_event(email_of(control, provider), weekly[3])
     entries = [InboxEntry(SHARD, f"{n}-0", account_id, cal, "changed") for n in (1, 2)]
     for entry in entries:
-        world.supervisor.post_nowait(account_id, ("changed", cal), entry)
+        world.supervisor.post_nowait(account_id, Changed(cal), entry)
     await wait_for(_acked(world), "the acknowledgement")
     assert [refs for refs, _ in world.acks] == [[e.ref for e in entries]]
     stored = await world.events(account_id)
@@ -308,7 +309,7 @@ async def test_expired_sync_state_resyncs_without_deleting(
     else:
         world.microsoft.control.invalidate_delta_tokens(email_of(world.microsoft.control, provider))
     entry = InboxEntry(SHARD, "9-0", account_id, cal, "changed")
-    world.supervisor.post_nowait(account_id, ("changed", cal), entry)
+    world.supervisor.post_nowait(account_id, Changed(cal), entry)
     await wait_for(_acked(world), "the acknowledgement")
     assert world.acks[0][0] == [entry.ref]
     state = await get_calendar_state(world.pool, uuid.UUID(account_id), cal)
@@ -330,7 +331,7 @@ async def test_revoked_consent_parks_until_resumed(world: World) -> None:
     control: Any = world.google.control
     control.revoke_refresh_token(creds.refresh_token)
     control.expire_access_tokens()
-    world.supervisor.post_nowait(account_id, ("sync-now", None))
+    world.supervisor.post_nowait(account_id, SyncNow())
 
     async def reauth() -> bool:
         account = await get_account(world.pool, uuid.UUID(account_id))
@@ -341,7 +342,7 @@ async def test_revoked_consent_parks_until_resumed(world: World) -> None:
     assert account is not None and account.last_error
     assert cell.status == "needs_reauth" and cell.restarts == 0
     assert not cell.deadlines  # parked: nothing armed, so no retry loop
-    world.supervisor.post_nowait(account_id, ("sync-now", None))  # ignored while parked
+    world.supervisor.post_nowait(account_id, SyncNow())  # ignored while parked
     await asyncio.sleep(0.1)
     assert cell.restarts == 0 and cell.state is ActorState.IDLE
 
@@ -355,7 +356,7 @@ async def test_revoked_consent_parks_until_resumed(world: World) -> None:
         "UPDATE accounts SET status = 'active' WHERE id = $1", uuid.UUID(account_id)
     )
     create("google", control, email, "after reauth", datetime.now(UTC) + timedelta(days=1))
-    world.supervisor.post_nowait(account_id, ("resume", None))
+    world.supervisor.post_nowait(account_id, Resume())
 
     async def caught_up() -> bool:
         return any(t == "after reauth" for _, _, t in await world.events(account_id))
@@ -376,7 +377,7 @@ async def test_stale_epoch_stops_without_writing(world: World) -> None:
     control: Any = world.google.control
     create("google", control, email_of(control, "google"), "late", datetime.now(UTC))
     world.supervisor.post_nowait(
-        account_id, ("changed", cal), InboxEntry(SHARD, "1-0", account_id, cal, "changed")
+        account_id, Changed(cal), InboxEntry(SHARD, "1-0", account_id, cal, "changed")
     )
 
     async def stopped() -> bool:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from actors.account.messages import Changed, PreferencesChanged, SyncNow
 from actors.account.policy import Cadence, cadence_of
 from cluster.inbox import InboxEntry
 from store.calendars import get_calendar_state
@@ -79,7 +80,7 @@ async def test_auto_sync_off_syncs_only_when_asked(world: World) -> None:
     cell = await world.start(account_id)
     # A notification is acknowledged (nothing to redeliver) without a sync.
     entry = _entry(account_id, calendar, "changed")
-    world.supervisor.post_nowait(account_id, ("changed", calendar), entry)
+    world.supervisor.post_nowait(account_id, Changed(calendar), entry)
 
     async def acked() -> bool:
         return any(entry.ref in refs for refs, _ in world.acks)
@@ -88,7 +89,7 @@ async def test_auto_sync_off_syncs_only_when_asked(world: World) -> None:
     assert not await world.synced(account_id, calendar)
     assert cell.deadlines is None or "poll" not in cell.deadlines
     # Asked (the admin API's sync-now), it syncs.
-    world.supervisor.post_nowait(account_id, ("sync-now", None))
+    world.supervisor.post_nowait(account_id, SyncNow())
     await world.wait_synced(account_id, calendar)
 
 
@@ -99,7 +100,7 @@ async def test_changed_preferences_apply_while_running(world: World) -> None:
     assert await _window_days(world, account_id, calendar) == (30.0, 365.0)
     await save_preferences(world.pool, uuid.UUID(account_id), Preferences(True, 15, 7, 60))
     entry = _entry(account_id, "", "preferences")
-    world.supervisor.post_nowait(account_id, ("preferences", ""), entry)
+    world.supervisor.post_nowait(account_id, PreferencesChanged(), entry)
 
     async def rebased() -> bool:
         return await _window_days(world, account_id, calendar) == (7.0, 60.0)

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from actors.account.push import channels_to_close
+from actors.account.messages import ChannelRemoved, SyncNow
 from cluster.inbox import InboxEntry
+from providers.google import CAPABILITIES as GOOGLE
+from providers.microsoft import CAPABILITIES as MICROSOFT
 from store.channels import ChannelRow, list_channels
 from tests.integration import test_account_actor
 from tests.integration.test_account_actor import SHARD, World, create, email_of, wait_for
@@ -64,8 +66,10 @@ def with_push(w: World, receiver: Receiver, ttl_s: int) -> None:
     assert w.ctx is not None
     w.ctx = replace(
         w.ctx,
-        push_address_google=receiver.url + "/google",
-        push_address_microsoft=receiver.url + "/microsoft",
+        push_addresses={
+            "google": receiver.url + "/google",
+            "microsoft": receiver.url + "/microsoft",
+        },
         push_ttl_s=ttl_s,
     )
 
@@ -183,7 +187,7 @@ async def test_graph_subscription_removed_is_recreated(world: World, receiver: R
     # Made while no subscription existed: announced to nobody, found by the sync that follows.
     create("microsoft", control, email_of(control, "microsoft"), "missed", datetime.now(UTC))
     entry = InboxEntry(SHARD, "5-0", account_id, "primary", "removed")
-    world.supervisor.post_nowait(account_id, ("removed", "primary"), entry)
+    world.supervisor.post_nowait(account_id, ChannelRemoved("primary"), entry)
 
     async def recreated() -> bool:
         subs = control.subscriptions()
@@ -228,7 +232,7 @@ async def test_google_channel_of_an_unfollowed_calendar_is_stopped(
 
     await wait_for(both_open, "a channel for each calendar")
     control.unsubscribe(email, team)  # the user drops the calendar from their list
-    world.supervisor.post_nowait(account_id, ("sync-now", None), None)
+    world.supervisor.post_nowait(account_id, SyncNow(), None)
 
     async def team_closed() -> bool:
         live = {c["calendarId"] for c in control.channels()}
@@ -238,7 +242,9 @@ async def test_google_channel_of_an_unfollowed_calendar_is_stopped(
     await wait_for(team_closed, "the Team channel stopped at Google and its row deleted")
 
 
-def test_channels_to_close_spares_followed_calendars_and_graph_mailboxes() -> None:
-    assert channels_to_close("google", ["b", "a", "c"], {"a"}) == ["b", "c"]
-    assert channels_to_close("google", ["a"], {"a", "z"}) == []
-    assert channels_to_close("microsoft", ["primary"], ()) == []
+def test_channel_scopes_declared_by_the_providers() -> None:
+    # Google: a channel per calendar, ending with it; Graph: one mailbox subscription, keyed
+    # to ``primary``, that no calendar's removal ends.
+    assert GOOGLE.pushes_calendar("work") and GOOGLE.channels_follow_calendars
+    assert MICROSOFT.pushes_calendar("primary") and not MICROSOFT.pushes_calendar("work")
+    assert not MICROSOFT.channels_follow_calendars

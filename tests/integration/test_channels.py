@@ -112,7 +112,7 @@ async def test_channels_of_many_accounts_in_one_call(pool: PgPool, account: Acco
 
 
 async def test_invalid_provider_refused(pool: PgPool, account: Account) -> None:
-    with pytest.raises(ValueError, match="invalid provider"):
+    with pytest.raises(ValueError, match="unknown account kind"):
         await save_channel(pool, _row(account, "c1", provider="slack"))
 
 

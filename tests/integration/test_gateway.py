@@ -121,7 +121,7 @@ async def _save(
     expires_at: datetime | None = FUTURE,
 ) -> ChannelRow:
     row = ChannelRow(
-        provider=provider,  # type: ignore[arg-type]
+        provider=provider,
         id=channel_id,
         account_id=account.id,
         calendar_id="cal-" + channel_id,

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from actors.account.messages import SyncNow
 from actors.actor import Actor
 from actors.policy import RestartPolicy
 from actors.spec import ChildSpec
@@ -389,7 +390,7 @@ async def test_replica_metrics_show_actors_shards_outbox_and_events(
                 # The user revokes consent: the next refresh fails, and is counted.
                 emulator.control.revoke_refresh_token(user["refresh_token"])
                 emulator.control.expire_access_tokens()
-                replica.supervisor.post_nowait(str(created.id), ("sync-now", None))
+                replica.supervisor.post_nowait(str(created.id), SyncNow())
 
                 async def refresh_failed() -> bool:
                     families = await scrape(f"{server.url}/metrics")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors.account.calls import AccountCalls
+from actors.account.messages import Changed, OutboxDue, Resume
 from actors.account.outbound import OutboundWriter
 from actors.cell import ActorCell, ActorState
 from cluster.inbox import InboxEntry
@@ -112,7 +113,7 @@ class Harness:
     async def drain(self, *ids: int, until: ItemState | None = None) -> list[OutboxItem]:
         """Wake the actor for the outbox; wait until the items left pending (or reach
         ``until``)."""
-        self.w.supervisor.post_nowait(str(self.account_id), ("outbox", None))
+        self.w.supervisor.post_nowait(str(self.account_id), OutboxDue())
 
         async def settled() -> bool:
             for item_id in ids:
@@ -160,7 +161,7 @@ class Harness:
         entry = InboxEntry(
             SHARD, f"{next(_entry_numbers)}-0", str(self.account_id), self.calendar, "changed"
         )
-        self.w.supervisor.post_nowait(str(self.account_id), ("changed", self.calendar), entry)
+        self.w.supervisor.post_nowait(str(self.account_id), Changed(self.calendar), entry)
 
         async def acked() -> bool:
             return any(entry.ref in refs for refs, _ in self.w.acks)
@@ -429,7 +430,7 @@ async def test_revoked_consent_holds_items_until_reauthorized(
     h.control.revoke_refresh_token(creds.refresh_token)
     h.control.expire_access_tokens()
     item_id = await h.upsert("s1", 1, "after reauth")
-    world.supervisor.post_nowait(str(h.account_id), ("outbox", None))
+    world.supervisor.post_nowait(str(h.account_id), OutboxDue())
 
     async def parked() -> bool:
         account = await get_account(world.pool, h.account_id)
@@ -438,7 +439,7 @@ async def test_revoked_consent_holds_items_until_reauthorized(
     await wait_for(parked, "needs_reauth")
     item = await h.item(item_id)
     assert item.state is ItemState.PENDING and item.attempts == 0
-    world.supervisor.post_nowait(str(h.account_id), ("outbox", None))  # parked: ignored
+    world.supervisor.post_nowait(str(h.account_id), OutboxDue())  # parked: ignored
     assert h.cell.restarts == 0
 
     fresh = (
@@ -450,7 +451,7 @@ async def test_revoked_consent_holds_items_until_reauthorized(
         world.pool, world.keyring, h.account_id, Credentials(h.account_id, fresh)
     )
     await world.pool.execute("UPDATE accounts SET status = 'active' WHERE id = $1", h.account_id)
-    world.supervisor.post_nowait(str(h.account_id), ("resume", None))
+    world.supervisor.post_nowait(str(h.account_id), Resume())
 
     async def written() -> bool:
         return (await h.item(item_id)).state is ItemState.DONE
@@ -577,7 +578,7 @@ async def test_an_echo_with_other_raw_but_our_etag_records_no_change(world: Worl
 
 async def _failed_once(h: Harness, item_id: int) -> None:
     """Wake the writer for ``item_id`` and wait until its first attempt failed."""
-    h.w.supervisor.post_nowait(str(h.account_id), ("outbox", None))
+    h.w.supervisor.post_nowait(str(h.account_id), OutboxDue())
 
     async def failed() -> bool:
         return (await h.item(item_id)).attempts == 1

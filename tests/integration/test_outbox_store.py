@@ -150,11 +150,14 @@ async def test_checks_refuse_malformed_requests(pool: PgPool, account: Account) 
         ("UPSERT_EVENT", "task", "t", None, day, next_day, at, at),  # all_day unknown
         ("UPSERT_EVENT", "task", None, True, day, next_day, None, None),  # no title
         ("CANCEL_EVENT", None, None, None, None, None, None, None),  # no source
-        ("DELETE_EVENT", "task", None, None, None, None, None, None),  # unknown operation
     ]
     for row in refused:
         with pytest.raises(asyncpg.CheckViolationError):
             await pool.execute(insert, account.id, *row)
+    # An operation the account's kind does not declare (outbox_operations).
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        unknown = ("DELETE_EVENT", "task", "t", None, None, None, None, None)
+        await pool.execute(insert, account.id, *unknown)
     # What an application may write directly: a timed upsert with an empty range, a bare rebuild.
     await pool.execute(insert, account.id, "UPSERT_EVENT", "task", "t", False, None, None, at, at)
     await pool.execute(

@@ -23,6 +23,7 @@ from actors.account.policy import (
 )
 from providers.errors import (
     AuthRevoked,
+    ErrorKind,
     NotFound,
     Permanent,
     ProviderError,
@@ -78,23 +79,29 @@ def test_backoff_doubles_with_equal_jitter_and_caps() -> None:
         backoff_s(0, 5.0, 60.0, rng)
 
 
-def _err(cls: type[ProviderError], retry_after_s: float | None = None) -> ProviderError:
-    return cls("x", provider="test", retry_after_s=retry_after_s)
+def _err(
+    cls: type[ProviderError], retry_after_s: float | None = None
+) -> tuple[ErrorKind, float | None]:
+    error = cls("x", provider="test", retry_after_s=retry_after_s)
+    return error.kind, error.retry_after_s
 
 
 def test_retry_delay_per_error_kind() -> None:
     rng = random.Random(3)
-    knobs = {"initial_s": 5.0, "max_s": 60.0}
+
+    def delay(kind: tuple[ErrorKind, float | None], failures: int) -> float | None:
+        return retry_delay_s(*kind, failures, rng, initial_s=5.0, max_s=60.0)
+
     # Throttled honours a long Retry-After, and never retries sooner than the backoff.
-    assert retry_delay_s(_err(Throttled, 120.0), 1, rng, **knobs) == 120.0
-    short = retry_delay_s(_err(Throttled, 0.1), 3, rng, **knobs)
+    assert delay(_err(Throttled, 120.0), 1) == 120.0
+    short = delay(_err(Throttled, 0.1), 3)
     assert short is not None and 10.0 <= short <= 20.0
-    bare = retry_delay_s(_err(Throttled), 1, rng, **knobs)
+    bare = delay(_err(Throttled), 1)
     assert bare is not None and 2.5 <= bare <= 5.0
-    transient = retry_delay_s(_err(Transient), 2, rng, **knobs)
+    transient = delay(_err(Transient), 2)
     assert transient is not None and 5.0 <= transient <= 10.0
     for cls in (AuthRevoked, Unauthorized, SyncStateExpired, NotFound, Permanent):
-        assert retry_delay_s(_err(cls), 1, rng, **knobs) is None
+        assert delay(_err(cls), 1) is None
 
 
 def test_channel_renewal_at_half_life() -> None:

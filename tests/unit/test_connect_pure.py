@@ -26,12 +26,24 @@ from connect.protocol import (
     parse_token_answer,
     token_form,
 )
+from providers import google, microsoft
 
 KEY = b"k" * 32
 GOOGLE = ProviderClient(
-    "google", "gid", "gsecret", ("openid", "email", "cal"), (("access_type", "offline"),)
+    "google",
+    "gid",
+    "gsecret",
+    ("openid", "email", "cal"),
+    (("access_type", "offline"),),
+    capabilities=google.CAPABILITIES,
 )
-MICROSOFT = ProviderClient("microsoft", "mid", "msecret", ("openid", "offline_access", "Cal"))
+MICROSOFT = ProviderClient(
+    "microsoft",
+    "mid",
+    "msecret",
+    ("openid", "offline_access", "Cal"),
+    capabilities=microsoft.CAPABILITIES,
+)
 
 
 def _flow(**changes: Any) -> Flow:
