@@ -115,6 +115,17 @@ async def test_connecting_again_reactivates_with_new_credentials(api: Api) -> No
     assert again["id"] == first["id"] and again["status"] == "active"
 
 
+async def test_connecting_an_unregistered_kind_is_refused_clearly(api: Api, pool: PgPool) -> None:
+    body = {"provider": "yahoo", "email": "x@example.com", "refresh_token": REFRESH_TOKEN}
+    status, refused = await api.call("POST", "/accounts", json=body)
+    assert status == 422 and refused["error"]["code"] == "invalid_request"
+    assert "unknown account kind 'yahoo'" in refused["error"]["message"]
+    assert "google, microsoft" in refused["error"]["message"]
+    status, _ = await api.call("POST", "/accounts", json=body | {"provider": "Not A Kind"})
+    assert status == 422
+    assert await pool.fetchval("SELECT count(*) FROM accounts") == 0
+
+
 async def test_enable_refuses_an_account_that_needs_new_credentials(api: Api, pool: PgPool) -> None:
     account = await _connect(api, "cy@example.com")
     await pool.execute(
