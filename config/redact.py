@@ -12,6 +12,13 @@ Invariants:
   set, so the cost is linear in the text, not in the number of secrets. A registered secret is
   found where it stands as a whole token: bounded by spaces, quotes, "=", ":", "&", "/",
   brackets and the like (edge punctuation such as a trailing "." or "=" padding is ignored).
+- Two kinds of registration: *pinned* secrets (the configuration's, API tokens: few, known at
+  start) are never evicted and may hold any characters; *learned* secrets (tokens met at run
+  time: credentials, grants) are token-shaped only (anything else is ignored, so no text a
+  client sends can grow the per-line cost) and the oldest is evicted past ``_MAX_SECRETS``. A
+  flood of learned values can therefore never push a configured secret out.
+- Keys of an event are never rewritten by value (a registered word must not turn every key that
+  spells it into "[REDACTED]"); a secret-named key hides its value.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = [
     "redact_value",
     "register_secret",
     "register_secrets",
+    "registry_size",
 ]
 
 REDACTED = "[REDACTED]"
@@ -88,12 +96,14 @@ SAFE_KEY_SUFFIXES = (
 )
 # Names that are secret only as URL/form/text parameters, not as structured event keys.
 _SECRET_PARAMS = frozenset({"code_verifier", "assertion", "client_assertion", "signature", "sig"})
-# "code=" is an OAuth authorization code when long; short values are status codes.
-_WEAK_SECRET_PARAMS = frozenset({"code"})
-_WEAK_MIN_LEN = 8
+# Secret only when long enough: "code=" is an OAuth authorization code when long (short values
+# are status codes); "state=" is the connect flow's state (43 characters) when long, an actor's
+# or an item's state ("idle", "dead_letter") when short.
+_WEAK_SECRET_PARAMS = {"code": 8, "state": 32}
 
 _MIN_SECRET_LEN = 8
 _MAX_SECRETS = 100_000
+_MAX_LEARNED_LEN = 8192  # provider tokens are a few KiB at most
 _MAX_ODD_SECRETS = 256
 _MAX_DEPTH = 16
 # orjson rejects integers outside 64 bits.
@@ -122,7 +132,8 @@ def _is_secret_param(key: str, value: str) -> bool:
     norm = key.lower().replace("-", "_")
     if norm in _SECRET_PARAMS:
         return True
-    return norm in _WEAK_SECRET_PARAMS and len(value) >= _WEAK_MIN_LEN
+    weak = _WEAK_SECRET_PARAMS.get(norm)
+    return weak is not None and len(value) >= weak
 
 
 # --------------------------------------------------------------------------- text patterns
@@ -212,7 +223,8 @@ class _SecretRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Read without the lock: dict membership tests are atomic in CPython.
-        self.cores: dict[str, None] = {}
+        self.cores: dict[str, None] = {}  # learned: an LRU set
+        self.pinned: set[str] = set()  # configured: never evicted
         self.has_slash = False  # some core contains "/", so slash-joined runs need a look too
         self._odd: dict[str, None] = {}
         self._odd_pattern: re.Pattern[str] | None = None
@@ -225,23 +237,35 @@ class _SecretRegistry:
         while len(store) > cap:
             del store[next(iter(store))]
 
-    def add(self, value: str) -> None:
+    def add(self, value: str, *, pinned: bool) -> None:
         value = value.strip()
         core = value.strip(_EDGE_CHARS)
         if len(core) < _MIN_SECRET_LEN:
             return
+        plain = _PLAIN_SECRET_RE.fullmatch(value) is not None and "=" not in core
+        if not pinned and (not plain or len(core) > _MAX_LEARNED_LEN):
+            return  # not token-shaped: no secret we learn looks like this
         with self._lock:
-            if _PLAIN_SECRET_RE.fullmatch(value) and "=" not in core:
+            if plain and pinned:
+                self.pinned.add(core)
+            elif plain:
                 self._remember(self.cores, core, _MAX_SECRETS)
-                self.has_slash = self.has_slash or "/" in core
             else:
-                # Rare (passwords with punctuation): matched by one alternation regex.
+                # Rare (configured passwords with punctuation): one alternation regex.
                 self._remember(self._odd, value, _MAX_ODD_SECRETS)
                 self._odd_dirty = True
+            self.has_slash = self.has_slash or (plain and "/" in core)
+
+    def known(self, core: str) -> bool:
+        return core in self.pinned or core in self.cores
+
+    def any_known(self, cores: list[str]) -> bool:
+        return not (self.pinned.isdisjoint(cores) and self.cores.keys().isdisjoint(cores))
 
     def clear(self) -> None:
         with self._lock:
             self.cores.clear()
+            self.pinned.clear()
             self.has_slash = False
             self._odd.clear()
             self._odd_pattern = None
@@ -261,15 +285,23 @@ class _SecretRegistry:
 _registry = _SecretRegistry()
 
 
-def register_secret(value: str) -> None:
-    """Make ``value`` unloggable from now on; values shorter than 8 characters are ignored."""
-    _registry.add(value)
+def register_secret(value: str, *, pinned: bool = False) -> None:
+    """Make ``value`` unloggable from now on; values shorter than 8 characters are ignored.
+
+    ``pinned``: a configured secret, never evicted, any characters; otherwise a secret met at
+    run time, kept only when token-shaped (see the module docstring)."""
+    _registry.add(value, pinned=pinned)
 
 
-def register_secrets(values: Iterable[str]) -> None:
+def register_secrets(values: Iterable[str], *, pinned: bool = False) -> None:
     """Register several secrets (see `register_secret`)."""
     for value in values:
-        _registry.add(value)
+        _registry.add(value, pinned=pinned)
+
+
+def registry_size() -> int:
+    """How many secrets are registered (pinned, learned and odd ones), for tests and metrics."""
+    return len(_registry.pinned) + len(_registry.cores) + len(_registry._odd)
 
 
 def clear_registered_secrets() -> None:
@@ -279,19 +311,15 @@ def clear_registered_secrets() -> None:
 
 def _hide_core(match: re.Match[str]) -> str:
     core = match.group()
-    return REDACTED if core in _registry.cores else core
+    return REDACTED if _registry.known(core) else core
 
 
 def _redact_registered(text: str) -> str:
-    cores = _registry.cores
-    # The common case (no hit) stays in C: findall plus a set-disjointness test.
-    if cores and not cores.keys().isdisjoint(_CORE_RE.findall(text)):
+    registry = _registry
+    # The common case (no hit) stays in C: findall plus set-disjointness tests.
+    if (registry.cores or registry.pinned) and registry.any_known(_CORE_RE.findall(text)):
         text = _CORE_RE.sub(_hide_core, text)
-    if (
-        _registry.has_slash
-        and "/" in text
-        and not cores.keys().isdisjoint(_CORE_SLASH_RE.findall(text))
-    ):
+    if registry.has_slash and "/" in text and registry.any_known(_CORE_SLASH_RE.findall(text)):
         text = _CORE_SLASH_RE.sub(_hide_core, text)
     pattern = _registry.odd_pattern()
     if pattern is not None:
@@ -357,10 +385,12 @@ def _redact_mapping(mapping: Mapping[Any, object], depth: int) -> dict[str, obje
     out: dict[str, object] = {}
     for key, value in mapping.items():
         name = key if isinstance(key, str) else str(key)
+        # The key as it is: keys are our code's names, and rewriting them by value would let a
+        # registered word blank every key that spells it.
         if is_secret_key(name) and value is not None and not isinstance(value, bool):
-            out[redact_text(name)] = REDACTED
+            out[name] = REDACTED
         else:
-            out[redact_text(name)] = redact_value(value, depth)
+            out[name] = redact_value(value, depth)
     return out
 
 

@@ -35,6 +35,7 @@ from connect.exchange import ExchangeFailed, exchange_code
 from connect.pkce import new_nonce, new_state, new_verifier, s256_challenge
 from connect.protocol import (
     AnswerError,
+    Approved,
     Denied,
     Endpoints,
     ProviderClient,
@@ -93,9 +94,10 @@ class ConnectFlow:
             endpoints = await self._endpoints(client)
         except _Refused as refused:
             return refused.response()
+        # The state comes back in the callback's URL, which access logs print: the redaction's
+        # ``state=`` rule hides it there (never the process-wide registry, which clients must
+        # not be able to write to).
         flow = Flow(client.provider, new_state(), new_verifier(), new_nonce(), self.clock())
-        # The state comes back in the callback's URL, which access logs print.
-        register_secret(flow.state)
         location = authorization_url(
             client,
             endpoints.authorization_endpoint,
@@ -119,11 +121,14 @@ class ConnectFlow:
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
         """Check the flow, exchange the code, create the account; the cookie is spent."""
-        register_secrets(v for k, v in request.query.items() if k == "code")
         try:
             client = self._client(request)
             flow = self._flow(request, client)
             outcome = parse_callback(request.query)
+            if isinstance(outcome, Approved):
+                # Only now, with the flow's cookie verified, and only a code-shaped value (a
+                # learned secret must be token-shaped): clients cannot write to the registry.
+                register_secret(outcome.code)
             if isinstance(outcome, Denied):
                 log.info(
                     "oauth connect: not authorized", provider=flow.provider, error=outcome.error

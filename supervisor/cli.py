@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format, stream=_log_stream(args))
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
-    register_secrets(settings.secret_values())
+    register_secrets(settings.secret_values(), pinned=True)  # never evicted
     exit_code = 0
     try:
         command = args.run.load()

@@ -140,5 +140,5 @@ async def _api_hash_token(_settings: Settings, _args: argparse.Namespace) -> Non
     token = (await anyio.to_thread.run_sync(sys.stdin.read)).strip()
     if not token:
         raise OperatorError("no token on stdin")
-    register_secrets([token])
+    register_secrets([token], pinned=True)
     print(hash_token(token))

@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from config.redact import redact_text
+from config.redact import registry_size as redaction_registry_size
 from config.settings import Settings, load_settings
 from connect import create_connect_app
 from providers.google.auth import GoogleTokenRefresher
@@ -193,6 +195,21 @@ async def test_reconnecting_reactivates_the_account_with_new_credentials(
     assert again is not None and again.status == "active"
     assert old is not None and new is not None and new.refresh_token != old.refresh_token
     assert await _accounts(pool) == 1
+
+
+async def test_an_unverified_callback_writes_nothing_into_the_log_redaction(
+    rig: Rig, pool: PgPool
+) -> None:
+    # Before: every callback's code (and every flow's state) went into the process-wide
+    # registry of secrets, so a stranger could blank any word from every later log line, evict
+    # the configured secrets, or make each line cost a regex of odd values.
+    before = redaction_registry_size()
+    for code in ("timestamp", "provider", "p@ss!word#with(punct)" * 4):
+        status, _, body = await rig.get(f"{rig.base_url}/oauth/google/callback?code={code}&state=s")
+        assert status == 400 and body["error"] == "invalid_state"
+    assert redaction_registry_size() == before
+    assert redact_text("timestamp provider event") == "timestamp provider event"
+    assert await _accounts(pool) == 0
 
 
 async def test_a_changed_state_is_refused(rig: Rig, pool: PgPool) -> None:

@@ -288,11 +288,13 @@ def test_many_registered_secrets_long_message(stream: io.StringIO) -> None:
 def test_registered_secret_edges() -> None:
     try:
         register_secret("short")  # ignored: too short to be a credential
-        register_secret("p@ss word!#with-punctuation")
+        register_secret("p@ss word!#with-punctuation", pinned=True)  # configured
+        register_secret("learned but not token-shaped!")  # ignored: no token looks like it
         register_secret("paddedOpaqueValue123==")
         register_secret("-dashEdgedOpaqueValue_")
         assert redact_text("a short story") == "a short story"
         assert redact_text("pw is p@ss word!#with-punctuation.") == f"pw is {REDACTED}."
+        assert redact_text("learned but not token-shaped!") == "learned but not token-shaped!"
         assert redact_text("x paddedOpaqueValue123 y") == f"x {REDACTED} y"
         # Edge punctuation (padding, a sentence's full stop) may stay; the secret's body may not.
         assert redact_text("(paddedOpaqueValue123==).") == f"({REDACTED}==)."
@@ -302,6 +304,26 @@ def test_registered_secret_edges() -> None:
         assert redact_text("k=abc/def+ghi/jklmnop&z") == f"k={REDACTED}&z"
     finally:
         clear_registered_secrets()
+
+
+def test_a_flood_of_learned_secrets_never_evicts_a_configured_one() -> None:
+    try:
+        register_secrets(["configured-client-secret-0001", "p@ss:word/x"], pinned=True)
+        register_secrets(f"learned-{i:07d}-value" for i in range(100_050))  # past the cap
+        assert redact_text("sent configured-client-secret-0001") == f"sent {REDACTED}"
+        assert redact_text("pw p@ss:word/x") == f"pw {REDACTED}"
+        assert redact_text("learned-0000000-value") == "learned-0000000-value"  # evicted
+        assert redact_text("learned-0100049-value") == REDACTED
+    finally:
+        clear_registered_secrets()
+
+
+def test_a_registered_word_never_rewrites_event_keys(stream: io.StringIO) -> None:
+    register_secret("timestamp")  # as a client's code= once could
+    structlog.get_logger("keys").info("plain", provider="google", timestamp_s=3)
+    [record] = records(stream, "keys")
+    assert "timestamp" in record and record["provider"] == "google"
+    assert record["timestamp_s"] == 3
 
 
 @pytest.mark.parametrize(
@@ -318,6 +340,12 @@ def test_registered_secret_edges() -> None:
             "&client_secret=[REDACTED]&code=[REDACTED]&grant_type=authorization_code",
         ),
         ("status code=404", "status code=404"),
+        # The connect flow's state (43 characters) in an access log line; short states stay.
+        (
+            "GET /oauth/google/callback?state=st4teV4lueOfTheConnectFlow0123456789abcdefg&x=1",
+            "GET /oauth/google/callback?state=[REDACTED]&x=1",
+        ),
+        ("actor state=quarantined", "actor state=quarantined"),
         (
             '{"refresh_token": "opaque-value-1", "expires_in": 3599, "token_type": "Bearer"}',
             '{"refresh_token": "[REDACTED]", "expires_in": 3599, "token_type": "Bearer"}',
