@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     # where the provider raised them for the project (or for an emulator).
     google_requests_per_minute: int = Field(default=10_000, ge=1)
     microsoft_requests_per_10_minutes: int = Field(default=10_000, ge=1)
+    # A provider's Retry-After is obeyed, within bounds: one answer blocks the shared budget of
+    # every account for at most this long, and delays one account's retry at most this long
+    # (an answer asking for a year would otherwise stop a whole provider for a year).
+    rate_penalty_max_s: float = Field(default=60.0, gt=0)
+    retry_after_max_s: float = Field(default=3600.0, gt=0)
     # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
     # shard to another (it stops the shard's actors well before, see docs/shards.md).
     lease_ttl_s: float = Field(default=10.0, gt=0)

@@ -58,6 +58,13 @@ provider_throttled = Counter(
     ["provider"],
     registry=registry,
 )
+retry_after_clamped = Counter(
+    f"{PREFIX}retry_after_clamped_total",
+    "Provider Retry-After values cut to our bound, by provider and use (budget: the penalty on"
+    " the shared request budget, retry: one account's retry).",
+    ["provider", "use"],
+    registry=registry,
+)
 token_refresh_failures = Counter(
     f"{PREFIX}token_refresh_failures_total",
     "Failed access-token refreshes, by provider and error kind.",

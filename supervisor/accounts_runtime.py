@@ -146,6 +146,8 @@ class AccountsRuntime:
             poll_every_s=settings.sync_poll_s,
             retry_initial_s=settings.sync_retry_initial_s,
             retry_max_s=settings.sync_retry_max_s,
+            rate_penalty_max_s=settings.rate_penalty_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
             push_addresses=self._push_addresses(),
             capabilities={kind.name: kind.capabilities for kind in self.kinds},
             rate_gate=self._rate_gate,

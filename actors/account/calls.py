@@ -7,7 +7,9 @@ Invariants:
   transaction before it is used, so a crash never loses a rotated refresh token;
 - every call takes one token from the provider's shared bucket in Redis: a spent bucket is
   ``Throttled``, an unreachable one ``Transient``; a provider's Retry-After blocks the bucket
-  for every replica, not only this account.
+  for every replica, not only this account, for at most ``rate_penalty_max_s``;
+- a Retry-After beyond ``retry_after_max_s`` is cut to it before the error leaves (the sync's
+  and the outbox's retries obey the cut value); every cut is logged and counted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+import structlog
 
 from actors.account.context import AccountContext
 from actors.account.policy import should_refresh
@@ -28,6 +32,7 @@ from store.credentials import Credentials, store_credentials
 from store.fencing import fenced_transaction
 
 T = TypeVar("T")
+log = structlog.get_logger("actors.account.calls")
 
 
 @dataclass(slots=True)
@@ -64,6 +69,7 @@ class AccountCalls:
             grant = await self.provider.refresh_access_token(creds.refresh_token)
         except ProviderError as error:
             metrics.token_refresh_failures.labels(self.provider.name, error.kind.value).inc()
+            self._bound_retry_after(error)
             raise
         updated = Credentials(
             creds.account_id,
@@ -77,12 +83,37 @@ class AccountCalls:
         self.creds = updated
         return grant.access_token
 
+    def _bound_retry_after(self, error: ProviderError) -> None:
+        """Cut the error's Retry-After to ``retry_after_max_s``: what the actor's retry and the
+        outbox's backoff obey."""
+        if error.retry_after_s is not None:
+            bound = self.ctx.retry_after_max_s
+            error.retry_after_s = self._bounded(error.retry_after_s, bound, "retry")
+
+    def _bounded(self, seconds: float, bound: float, use: str) -> float:
+        if seconds <= bound:
+            return seconds
+        provider = self.provider.name
+        metrics.retry_after_clamped.labels(provider, use).inc()
+        log.warning(
+            "provider Retry-After cut to our bound",
+            provider=provider,
+            use=use,
+            retry_after_s=seconds,
+            bound_s=bound,
+        )
+        return bound
+
     async def _metered(self, request: Callable[[str], Awaitable[T]], token: str) -> T:
         """One provider call drawn from the shared budget; a provider's Retry-After is shared."""
         provider = self.provider.name
         gate = self.ctx.rate_gate(self.account.provider, str(self.account.id))  # by kind
         if gate is None:
-            return await request(token)
+            try:
+                return await request(token)
+            except ProviderError as error:
+                self._bound_retry_after(error)
+                raise
         try:
             await gate.acquire(1, max_wait_s=self.ctx.rate_wait_max_s)
         except RateLimited as limited:
@@ -93,9 +124,11 @@ class AccountCalls:
             raise Transient("request budget unavailable (Redis)", provider=provider) from None
         try:
             return await request(token)
-        except Throttled as throttled:
-            if throttled.retry_after_s:
+        except ProviderError as error:
+            if isinstance(error, Throttled) and error.retry_after_s:
                 # Every replica backs off, not just this actor (providers.md A.5, B.3).
+                penalty = self._bounded(error.retry_after_s, self.ctx.rate_penalty_max_s, "budget")
                 with contextlib.suppress(RateLimiterUnavailable):
-                    await gate.penalize(throttled.retry_after_s)
+                    await gate.penalize(penalty)
+            self._bound_retry_after(error)
             raise

@@ -95,6 +95,9 @@ class AccountContext:
     # The shared budget a call to ``provider`` for an account draws on, or None.
     rate_gate: Callable[[str, str], RateGate | None] = no_rate_gate
     rate_wait_max_s: float = 5.0  # wait this long for a token before treating it as throttled
+    # Bounds on a provider's Retry-After: the shared budget's penalty, one account's retry.
+    rate_penalty_max_s: float = 60.0
+    retry_after_max_s: float = 3600.0
     # Told the shard of a write refused for a stale epoch: the replica no longer owns it.
     on_stale_epoch: Callable[[int], None] = lambda _shard: None
     clock: Callable[[], datetime] = utc_now
