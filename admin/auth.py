@@ -36,7 +36,10 @@ def token_accepted(header: str | None, hashes: Sequence[str]) -> bool:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return False
-    presented = hash_token(token.strip()).encode()
+    try:
+        presented = hash_token(token.strip()).encode()
+    except UnicodeEncodeError:  # raw bytes that are not UTF-8 (decoded as surrogates)
+        return False
     accepted = False
     for expected in hashes:
         accepted |= hmac.compare_digest(presented, expected.lower().encode())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
@@ -50,8 +50,9 @@ def decode_accounts(cursor: str) -> tuple[datetime, UUID]:
         moment = datetime.fromisoformat(created)
         if moment.utcoffset() is None:
             raise ValueError
-        return moment, UUID(account)
-    except ValueError:
+        # In UTC, as Postgres compares it: a forged offset must not carry it out of range.
+        return moment.astimezone(UTC), UUID(account)
+    except (ValueError, OverflowError):
         raise CursorError("invalid cursor") from None
 
 

@@ -93,7 +93,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason, headers=headers)
+    except asyncpg.DataError:
+        # A value our checks let through that Postgres cannot hold (a date out of its range):
+        # the request's fault, never an outage.
+        log.info("request value out of range", path=request.path)
+        return error_response(422, "invalid_request", "a value in the request is out of range")
     except (TimeoutError, *_DEPENDENCY_ERRORS) as exc:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            log.info("client went away", path=request.path, error=type(exc).__name__)
+            return error_response(400, "client_gone", "the client closed the connection")
         log.warning("dependency unavailable", path=request.path, error=type(exc).__name__)
         return error_response(503, "unavailable", "a dependency is unavailable; retry later")
     except Exception:

@@ -75,6 +75,7 @@ class GatewayStatistics:
     appended: int = 0  # stream entries written
     acknowledged: int = 0  # verified Google sync messages (answered, not appended)
     unavailable: int = 0  # requests answered 503
+    client_gone: int = 0  # requests whose sender hung up before the answer (not an outage)
     rejected: Counter[str] = field(default_factory=Counter)
 
     def reject(self, reason: Rejection, count: int = 1) -> None:
@@ -228,6 +229,12 @@ class _Gateway:
         )
 
 
+def client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed or closing (it cannot read an answer)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count webhook requests, log each without its query, and turn any failure into a 503."""
@@ -244,7 +251,18 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:  # the router's 404/405: no details, no traceback
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        if client_gone(request):  # aiohttp cancels the handler of a sender that hung up
+            status = 400
+            stats.client_gone += 1
+        raise
     except (TimeoutError, *_DEPENDENCY_ERRORS) as exc:
+        if client_gone(request):
+            # The sender hung up mid-request (its own timeout, a reset): not an outage of ours.
+            status = 400
+            stats.client_gone += 1
+            log.info("client went away", path=request.path, error=type(exc).__name__)
+            return _empty(400)
         stats.unavailable += 1
         metrics.gateway_unavailable.inc()
         log.warning("dependency unavailable", path=request.path, error=type(exc).__name__)

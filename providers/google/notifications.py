@@ -24,6 +24,9 @@ RESOURCE_STATE = "x-goog-resource-state"
 MESSAGE_NUMBER = "x-goog-message-number"
 
 
+MESSAGE_NUMBER_MAX_DIGITS = 20  # a 64-bit number; Google's grow by one per message
+
+
 def parse_notifications(headers: Mapping[str, str], body: bytes = b"") -> list[Notification]:
     """The one notification a Google push request carries; InvalidNotification if malformed."""
     del body  # Google push requests have an empty body by design
@@ -41,6 +44,8 @@ def parse_notifications(headers: Mapping[str, str], body: bytes = b"") -> list[N
         # int() alone would also take "+1" or "1_0"; isdigit() alone takes "²".
         if not (text.isascii() and text.isdigit()):
             raise InvalidNotification("X-Goog-Message-Number is not an integer")
+        if len(text) > MESSAGE_NUMBER_MAX_DIGITS:  # int() refuses past 4,300 digits anyway
+            raise InvalidNotification("X-Goog-Message-Number is too long")
         message_number = int(text)
     kind = NotificationKind.SYNC if state == "sync" else NotificationKind.CHANGED
     return [

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
+import random
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import aiohttp
@@ -487,3 +491,65 @@ async def test_api_command_serves_until_stopped(database_url: str, services: Ser
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _raw_status(base_url: str, request: bytes) -> int:
+    """Send raw bytes (headers no HTTP client would encode) and read the status code."""
+    host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_bad_input_is_a_client_error_never_5xx(api: Api) -> None:
+    # Before: a bearer token that is not UTF-8 was a 500 with a traceback (unauthenticated),
+    # and a well-formed cursor with a time out of range a 503 "retry later".
+    raw = (
+        b"GET /api/v1/accounts HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer \xff\xfe\x80tok\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    assert await _raw_status(api.base_url, raw) == 401
+    for created in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        forged = base64.urlsafe_b64encode(
+            orjson.dumps(["accounts", created, str(uuid.uuid4())])
+        ).decode()
+        status, body = await api.call("GET", f"/accounts?cursor={forged.rstrip('=')}")
+        assert status == 422 and body["error"]["code"] == "invalid_cursor"
+
+
+async def test_tampered_cursors_are_refused_never_5xx(api: Api) -> None:
+    rng = random.Random(20261207)
+    values: list[object] = [
+        "accounts",
+        "dead-letters",
+        "0001-01-01T00:00:00+14:00",
+        "2026-01-01T00:00:00",
+        "2026-13-40T99:99:99+00:00",
+        str(uuid.uuid4()),
+        "not-a-uuid",
+        -1,
+        2**63,
+        10**400,
+        1.5,
+        None,
+        True,
+        [],
+        {},
+    ]
+    statuses: set[int] = set()
+    for _ in range(150):
+        payload = [rng.choice(values) for _ in range(rng.randrange(0, 4))]
+        if rng.random() < 0.5 and payload:
+            payload[0] = rng.choice(["accounts", "dead-letters"])
+        raw = json.dumps(payload).encode()  # the stdlib writes any integer
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        path = rng.choice(["/accounts", "/outbox/dead-letters"])
+        status, _ = await api.call("GET", f"{path}?cursor={cursor}")
+        statuses.add(status)
+    assert statuses <= {200, 422}, statuses

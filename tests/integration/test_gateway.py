@@ -7,7 +7,8 @@ import io
 import random
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -99,6 +100,14 @@ def test_verify_outcomes() -> None:
     assert token_matches("tok", hash_token("tok")) and not token_matches("tok", b"")
     assert plausible_id("0f8fad5b-d9cb-469f-a165-70867728950e")
     assert not any(map(plausible_id, ["", "a\x00b", "a\nb", "é", "x" * 257]))
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -269,8 +278,12 @@ async def test_google_unknown_expired_and_malformed(
     assert (await client.post("/webhooks/google", headers=headers)).status == 400
     bad_number = await client.post("/webhooks/google", headers=_google_headers(number="x"))
     assert bad_number.status == 400
+    # Before: 4,301 digits and more made int() raise, answered 503 with an ERROR traceback.
+    huge = await client.post("/webhooks/google", headers=_google_headers(number="9" * 5000))
+    assert huge.status == 400
     assert await _stream_keys(redis) == []
-    assert app[STATS].rejected == {"unknown_channel": 1, "expired": 1, "malformed": 3}
+    assert app[STATS].rejected == {"unknown_channel": 1, "expired": 1, "malformed": 4}
+    assert app[STATS].unavailable == 0
 
 
 async def test_google_sync_message_is_acknowledged_not_appended(
@@ -444,6 +457,8 @@ async def test_random_garbage_never_500(
             headers["Content-Type"] = "application/json"
         if rng.random() < 0.3:
             headers["X-Goog-Channel-ID"] = rng.choice(["g-1", "sub-a"])
+        if rng.random() < 0.2:  # numbers of any size, as a sender may write them
+            headers["X-Goog-Message-Number"] = "9" * rng.randrange(1, 6000)
         roll = rng.random()
         if roll < 0.5:
             body = orjson.dumps({"value": _garbage_json(rng)})
@@ -456,6 +471,25 @@ async def test_random_garbage_never_500(
         statuses.add(response.status)
     assert statuses <= {200, 202, 400, 403, 404, 410, 413, 415}, statuses
     assert app[STATS].unavailable == 0
+
+
+async def test_a_sender_that_hangs_up_mid_body_is_not_an_outage(
+    client: Client, app: web.Application
+) -> None:
+    # Before: the reset read counted as a dependency outage (503, a false alert).
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /webhooks/microsoft HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 2000\r\n\r\n{"value": ['
+    )
+    await writer.drain()
+    stats = app[STATS]
+    await wait_until(lambda: stats.requests == 1, "the gateway to read the request")
+    writer.close()
+    await writer.wait_closed()
+    await wait_until(lambda: stats.client_gone == 1, "the hang-up to be seen")
+    assert stats.unavailable == 0
+    assert reader.at_eof() or not await reader.read()
 
 
 async def test_redis_down_is_503_then_recovers(pool: PgPool, account: Account) -> None:
