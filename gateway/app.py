@@ -40,7 +40,7 @@ from metrics.health import probe_all, probe_postgres, probe_redis, readiness
 from providers.errors import InvalidNotification
 from providers.google import notifications as google
 from providers.microsoft import notifications as microsoft
-from providers.models import Notification, NotificationKind
+from providers.models import NotificationKind
 from store.channels import get_channel, get_channels
 from store.db import Queryable
 
@@ -76,6 +76,7 @@ class GatewayStatistics:
     acknowledged: int = 0  # verified Google sync messages (answered, not appended)
     unavailable: int = 0  # requests answered 503
     client_gone: int = 0  # requests whose sender hung up before the answer (not an outage)
+    coalesced: int = 0  # verified items folded into an entry of the same batch
     rejected: Counter[str] = field(default_factory=Counter)
 
     def reject(self, reason: Rejection, count: int = 1) -> None:
@@ -120,14 +121,10 @@ class _Gateway:
         log.info("request refused", provider=provider, reason=reason.value, status=status)
         return _empty(status)
 
-    def _drop(self, provider: str, notification: Notification, reason: Rejection) -> None:
+    def _drop(self, provider: str, reason: Rejection) -> None:
+        """Count one refused notification (the request logs one line for all of its own)."""
         self._stats.reject(reason)
         metrics.notifications_rejected.labels(provider, reason.value).inc()
-        # An implausible id is attacker-chosen text; only a well-formed one is worth logging.
-        channel_id = notification.channel_id if plausible_id(notification.channel_id) else None
-        log.info(
-            "notification rejected", provider=provider, reason=reason.value, channel_id=channel_id
-        )
 
     async def _append(self, entries: list[StreamEntry]) -> None:
         ids = await append(self._redis, entries)
@@ -167,7 +164,15 @@ class _Gateway:
                 return _empty(200)
             if rejection is not None or channel is None:
                 reason = rejection or Rejection.UNKNOWN_CHANNEL
-                self._drop("google", notification, reason)
+                self._drop("google", reason)
+                # An implausible id is attacker-chosen text; only a well-formed one is logged.
+                channel_id = notification.channel_id
+                log.info(
+                    "notification rejected",
+                    provider="google",
+                    reason=reason.value,
+                    channel_id=channel_id if plausible_id(channel_id) else None,
+                )
                 return _empty(_GOOGLE_STATUS[reason])
             if notification.kind is NotificationKind.SYNC:
                 # The channel is live and nothing changed: the actor has nothing to do.
@@ -196,6 +201,8 @@ class _Gateway:
         metrics.notifications_received.labels("microsoft").inc(len(notifications))
         received_at = self._clock()
         entries: list[StreamEntry] = []
+        refused: Counter[str] = Counter()
+        seen: set[tuple[str, NotificationKind]] = set()
         async with asyncio.timeout(self._timeout_s):
             ids = [n.channel_id for n in notifications if plausible_id(n.channel_id)]
             channels = await get_channels(self._pool, "microsoft", ids) if ids else {}
@@ -203,10 +210,27 @@ class _Gateway:
                 channel = channels.get(notification.channel_id)
                 rejection = verify(notification, channel, received_at)
                 if rejection is not None or channel is None:
-                    self._drop("microsoft", notification, rejection or Rejection.UNKNOWN_CHANNEL)
+                    reason = rejection or Rejection.UNKNOWN_CHANNEL
+                    self._drop("microsoft", reason)
+                    refused[reason.value] += 1
                     continue
+                # One entry per subscription and kind: the sync it asks for covers every
+                # repeat in the batch (a replayed item repeated thousands of times is one).
+                key = (channel.id, notification.kind)
+                if key in seen:
+                    self._stats.coalesced += 1
+                    continue
+                seen.add(key)
                 entries.append(entry_for(channel, notification, received_at))
             await self._append(entries)
+        if refused:  # one line per request, whatever the batch held
+            log.info(
+                "notifications rejected",
+                provider="microsoft",
+                # Pairs, not a mapping: a reason such as bad_token would read as a secret key.
+                reasons=sorted(refused.items()),
+                items=len(notifications),
+            )
         # A batch that proved nothing genuine is refused; an empty one has nothing to refuse.
         return _empty(403 if notifications and not entries else 202)
 

@@ -526,8 +526,33 @@ async def test_secrets_never_logged(
     await _post_graph(client, [_graph_item("sub-a", "state-SECRET2")])
     await client.post("/webhooks/microsoft", params={"validationToken": "handshake-SECRET5"})
     output = json_logs.getvalue()
-    assert "notification rejected" in output
+    assert "notification rejected" in output and "notifications rejected" in output
     assert "SECRET" not in output
+
+
+async def test_a_flooded_graph_batch_costs_one_log_line_and_one_entry(
+    pool: PgPool, redis: Redis, account: Account, json_logs: io.StringIO
+) -> None:
+    # Before: one 1 MB POST made one INFO line per rejected item (20,834), and one captured
+    # item repeated 9,433 times made 9,433 stream entries.
+    await _save(pool, account, "sub-a", "state-a", provider="microsoft")
+    app = create_app(pool, redis, max_body_bytes=1 << 20)
+    flood_client = await _client(app)
+    try:
+        forged = [_graph_item("sub-a", f"forged-{i}") for i in range(2000)]
+        unknown = [_graph_item(f"sub-{i}", "x") for i in range(2000)]
+        assert await _post_graph(flood_client, [*forged, *unknown]) == 403
+        replayed = [_graph_item("sub-a", "state-a")] * 3000
+        assert await _post_graph(flood_client, replayed) == 202
+    finally:
+        await flood_client.close()
+    lines = [orjson.loads(line) for line in json_logs.getvalue().splitlines()]
+    summaries = [r for r in lines if r.get("event") == "notifications rejected"]
+    assert len(summaries) == 1
+    assert summaries[0]["reasons"] == [["bad_token", 2000], ["unknown_channel", 2000]]
+    assert not [r for r in lines if r.get("event") == "notification rejected"]
+    assert len(await _entries(redis, 3)) == 1  # the channel's shard
+    assert app[STATS].coalesced == 2999 and app[STATS].appended == 1
 
 
 async def test_serve_runs_until_cancelled(services: Services, database_url: str) -> None:
