@@ -10,10 +10,12 @@ failed fetch is retried by the next flow.
 from __future__ import annotations
 
 import aiohttp
+import orjson
 
 from config.settings import Settings
 from connect.protocol import MICROSOFT_OIDC_SCOPES, Endpoints, ProviderClient
 from kinds import KindRegistry, default_registry
+from providers.http import MAX_TOKEN_ANSWER_BYTES, AnswerTooLarge, read_capped
 
 GOOGLE_EXTRA_PARAMS = (
     # A refresh token is returned only for offline access, and on a repeated sign-in only
@@ -75,11 +77,11 @@ class EndpointBook:
     async def _discover_microsoft(self) -> Endpoints:
         url = f"{self._authority}/v2.0/.well-known/openid-configuration"
         try:
-            async with self._session.get(url) as response:
+            async with self._session.get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise DiscoveryFailed(f"discovery answered {response.status}")
-                document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                document = orjson.loads(await read_capped(response, MAX_TOKEN_ANSWER_BYTES))
+        except (aiohttp.ClientError, TimeoutError, ValueError, AnswerTooLarge) as exc:
             raise DiscoveryFailed(f"discovery failed: {type(exc).__name__}") from None
         authorize = document.get("authorization_endpoint") if isinstance(document, dict) else None
         token = document.get("token_endpoint") if isinstance(document, dict) else None

@@ -11,6 +11,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from connect.protocol import AnswerError, TokenAnswer, parse_token_answer
+from providers.http import MAX_TOKEN_ANSWER_BYTES, AnswerTooLarge, read_capped
 
 
 class ExchangeFailed(Exception):
@@ -32,11 +33,15 @@ async def exchange_code(
 ) -> TokenAnswer:
     """The token endpoint's answer to ``form``; ExchangeFailed on any refusal or failure."""
     try:
+        # Never redirected: a 307 would re-post the client secret to the host it names.
         async with session.post(
-            token_endpoint, data=form, headers={"Accept": "application/json"}
+            token_endpoint,
+            data=form,
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
         ) as response:
-            status, body = response.status, await response.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+            status, body = response.status, await read_capped(response, MAX_TOKEN_ANSWER_BYTES)
+    except (aiohttp.ClientError, TimeoutError, AnswerTooLarge) as exc:
         raise ExchangeFailed(type(exc).__name__, None, refused=False) from None
     if status == 200:
         try:

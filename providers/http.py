@@ -5,6 +5,10 @@ Invariants:
 - transport failures (connection errors, timeouts, unreadable bodies) become ``Transient``;
   HTTP statuses are returned as they are: mapping them is each provider's job;
 - nothing here retries: the actor owns retry policy;
+- redirects are never followed (a 307 would re-send the request, credentials included, to
+  whatever host it names): a 3xx is returned as it is; an answer body larger than
+  ``MAX_ANSWER_BYTES`` is not read (``Transient``), so a hostile or broken endpoint cannot
+  make a replica hold gigabytes;
 - every call is counted here (``metrics.events``): by status code, throttles, no answer.
 """
 
@@ -22,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import requests
 from yarl import URL
 
 from metrics import events as metrics
@@ -77,6 +82,51 @@ class HttpResponse:
         return orjson.loads(self.body) if self.body else None
 
 
+MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a Graph or Google page of events is a few MiB at most
+_CHUNK = 64 * 1024
+
+
+class AnswerTooLarge(Exception):
+    """An answer's body exceeded the cap it was read with."""
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body of ``response``, or ``AnswerTooLarge`` past ``cap`` bytes (checked
+    against Content-Length first, then while reading)."""
+    if response.content_length is not None and response.content_length > cap:
+        raise AnswerTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise AnswerTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+MAX_TOKEN_ANSWER_BYTES = 1024 * 1024  # a token answer or a discovery document is a few KiB
+
+
+def read_requests_capped(response: requests.Response, cap: int) -> None:
+    """Read a streamed ``requests`` answer's body into it, at most ``cap`` bytes (else a
+    ``requests.ConnectionError``: a transport failure), so its ``content`` is served from
+    memory (the token refreshers' libraries use requests). A body something read already (a
+    library's DEBUG logging) is only measured."""
+    consumed: object = response._content  # requests' False means "not read yet"
+    if consumed is not False:
+        if len(response.content) > cap:
+            raise requests.ConnectionError("answer too large")
+        return
+    try:
+        body = response.raw.read(cap + 1, decode_content=True)
+    finally:
+        response.close()
+    if len(body) > cap:
+        raise requests.ConnectionError("answer too large")
+    response._content = body
+
+
 async def send(
     session: aiohttp.ClientSession,
     method: str,
@@ -103,13 +153,19 @@ async def send(
             headers=request_headers,
             params=params,
             data=data if form is None else form,
+            allow_redirects=False,
         ) as response:
-            body = await response.read()
+            body = await read_capped(response, MAX_ANSWER_BYTES)
             metrics.record_provider_answer(provider, response.status)
             return HttpResponse(response.status, response.headers, body)
     except TimeoutError as exc:
         metrics.record_provider_transport_error(provider)
         raise Transient(f"{method} timed out", provider=provider) from exc
+    except AnswerTooLarge:
+        metrics.record_provider_transport_error(provider)
+        raise Transient(
+            f"{method} answer larger than {MAX_ANSWER_BYTES} bytes", provider=provider
+        ) from None
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
         metrics.record_provider_transport_error(provider)
         # The exception text may hold the URL with query parameters; keep only its type.

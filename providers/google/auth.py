@@ -25,11 +25,12 @@ from typing import Any
 import google.auth.transport
 import google.auth.transport.requests
 import orjson
+import requests
 from google.auth import exceptions as auth_exceptions
 from google.oauth2.credentials import Credentials
 
 from providers.errors import AuthRevoked, Permanent, ProviderError, Throttled, Transient
-from providers.http import parse_retry_after
+from providers.http import MAX_TOKEN_ANSWER_BYTES, parse_retry_after, read_requests_capped
 from providers.models import TokenGrant
 
 PROVIDER = "google"
@@ -74,10 +75,20 @@ class _RecordingTransport(google.auth.transport.Request):
         **kwargs: Any,
     ) -> google.auth.transport.Response:
         # google-auth passes no timeout on refresh (requests would then wait 120 s); ours wins.
+        # Never a redirect (a 307 would re-post the client secret to the host it names), and
+        # the body read capped.
         del timeout
+        kwargs |= {"allow_redirects": False, "stream": True}
         response: google.auth.transport.Response = self._inner(
             url, method=method, body=body, headers=headers, timeout=self._timeout_s, **kwargs
         )
+        raw = getattr(response, "_response", None)  # google-auth's requests adapter
+        if isinstance(raw, requests.Response):
+            try:
+                read_requests_capped(raw, MAX_TOKEN_ANSWER_BYTES)
+            except requests.RequestException as exc:
+                error = type(exc).__name__
+                raise auth_exceptions.TransportError(error) from None  # type: ignore[no-untyped-call]
         self.status = int(response.status)
         self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         self._record_body(response.data)

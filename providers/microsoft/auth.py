@@ -34,7 +34,7 @@ import orjson
 import requests
 
 from providers.errors import AuthRevoked, Permanent, ProviderError, Throttled, Transient
-from providers.http import parse_retry_after
+from providers.http import MAX_TOKEN_ANSWER_BYTES, parse_retry_after, read_requests_capped
 from providers.models import TokenGrant
 
 PROVIDER = "microsoft"
@@ -107,8 +107,8 @@ class _ThreadSessions:
         return session
 
     def post(self, url: str, **kwargs: Any) -> requests.Response:
-        kwargs["timeout"] = self._timeout_s
-        response = self._session().post(url, **kwargs)
+        response = self._session().post(url, **self._bounded(kwargs))
+        read_requests_capped(response, MAX_TOKEN_ANSWER_BYTES)
         self._answer.status = response.status_code
         self._answer.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         if response.status_code == 429 or response.status_code >= 500:
@@ -124,8 +124,14 @@ class _ThreadSessions:
         return response
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
-        kwargs["timeout"] = self._timeout_s
-        return self._session().get(url, **kwargs)
+        response = self._session().get(url, **self._bounded(kwargs))
+        read_requests_capped(response, MAX_TOKEN_ANSWER_BYTES)
+        return response
+
+    def _bounded(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Our timeout; never a redirect (a 307 would re-post the client secret to the host
+        it names); the body read by ``read_requests_capped``."""
+        return kwargs | {"timeout": self._timeout_s, "allow_redirects": False, "stream": True}
 
     def close(self) -> None:
         with self._lock:
