@@ -44,6 +44,7 @@ from actors.restart_gate import RestartGate
 from actors.spec import ChildSpec
 from actors.wakeups import WakeupScheduler
 from config.logs import log_context
+from config.redact import redact_text
 from metrics import events as metrics
 
 M = TypeVar("M")
@@ -409,9 +410,10 @@ class Supervisor:
         self._gate().started(cell)
 
     def _record_crash(self, cell: ActorCell[Any], crash: BaseException) -> None:
-        cell.last_error = f"{type(crash).__name__}: {crash}"[:500]
+        # Redacted here, once: the monitor, the API and accounts.last_error all show these.
+        cell.last_error = redact_text(f"{type(crash).__name__}: {crash}")[:500]
         tb = "".join(traceback.format_exception(crash))
-        cell.last_traceback = tb[-_MAX_TRACEBACK_CHARS:]
+        cell.last_traceback = redact_text(tb[-_MAX_TRACEBACK_CHARS:])
         cell.last_activity = time.time()
         cell.remember_error(cell.last_activity)
         # A warning: the restart policy handles it; quarantine and escalation log as errors.

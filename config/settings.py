@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import socket
@@ -59,6 +60,16 @@ def _decode_aes_key(text: str) -> bytes:
     return raw
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (a loopback address or ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
 class Settings(BaseSettings):
     """All runtime configuration of one worker replica."""
 
@@ -82,7 +93,9 @@ class Settings(BaseSettings):
     replica_id: str = Field(default_factory=_default_replica_id, min_length=1, max_length=200)
     shard_count: int = Field(default=256, ge=1, le=65536)
     monitor_enabled: bool = True
-    monitor_host: str = "127.0.0.1"
+    # aiomonitor is an unauthenticated Python console: listening beyond loopback needs this.
+    monitor_allow_remote: bool = False
+    monitor_host: str = Field(default="127.0.0.1", validate_default=True)
     monitor_port: int = Field(default=20101, ge=0, le=65535)  # aiomonitor's telnet port
     monitor_webui_port: int = Field(default=20102, ge=0, le=65535)  # aiomonitor's defaults
     monitor_console_port: int = Field(default=20103, ge=0, le=65535)
@@ -232,6 +245,16 @@ class Settings(BaseSettings):
                 # Name the key id (not secret) but never the key material.
                 raise ValueError(f"key {key_id!r} {exc}") from None
         return value
+
+    @field_validator("monitor_host")
+    @classmethod
+    def _check_monitor_host(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("monitor_allow_remote") or _is_loopback(value):
+            return value
+        raise ValueError(
+            "aiomonitor has no authentication and runs code: it listens on loopback only"
+            f" unless {ENV_PREFIX}MONITOR_ALLOW_REMOTE=true"
+        )
 
     @field_validator("encryption_key_id")
     @classmethod

@@ -49,6 +49,7 @@ log = structlog.get_logger("gateway")
 GOOGLE_PATH = "/webhooks/google"
 MICROSOFT_PATH = "/webhooks/microsoft"
 MICROSOFT_LIFECYCLE_PATH = "/webhooks/microsoft/lifecycle"
+MAX_VALIDATION_TOKEN_CHARS = 2048  # Graph's opaque tokens are a few hundred characters
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 METRICS_PATH = "/metrics"
@@ -185,9 +186,16 @@ class _Gateway:
         """``POST /webhooks/microsoft[/lifecycle]``: the handshake, or a batch of notifications."""
         token = microsoft.validation_token(request.query)
         if token is not None:
-            # No database or Redis here: Graph gives the handshake 10 seconds.
+            # No database or Redis here: Graph gives the handshake 10 seconds. The echo is
+            # bounded and never sniffed as markup (it is whatever the sender wrote).
+            if len(token) > MAX_VALIDATION_TOKEN_CHARS:
+                return self._refuse("microsoft", Rejection.MALFORMED, 400)
             self._stats.handshakes += 1
-            return web.Response(text=token, content_type="text/plain")
+            return web.Response(
+                text=token,
+                content_type="text/plain",
+                headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+            )
         if request.content_type != "application/json":
             return self._refuse("microsoft", Rejection.UNSUPPORTED_MEDIA_TYPE, 415)
         try:

@@ -23,6 +23,7 @@ from uuid import UUID
 
 import asyncpg
 
+from config.redact import redact_text
 from store.db import Queryable
 from store.vocabulary import STATUSES, Provider, Status
 
@@ -156,8 +157,11 @@ async def list_accounts(
 async def set_status(
     conn: Queryable, account_id: UUID, status: Status, *, last_error: str | None
 ) -> Account | None:
-    """Set status and last_error; return the updated account, or None if it does not exist."""
+    """Set status and last_error (redacted: it reaches the API and the monitor); return the
+    updated account, or None if it does not exist."""
     _check("status", status, STATUSES)
+    if last_error is not None:
+        last_error = redact_text(last_error)
     row = await conn.fetchrow(
         f"UPDATE accounts SET status = $2, last_error = $3, updated_at = now()"
         f" WHERE id = $1 RETURNING {_COLUMNS}",

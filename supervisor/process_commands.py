@@ -134,11 +134,20 @@ async def _api(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+MIN_API_TOKEN_CHARS = 32  # 32 characters of token_urlsafe carry 192 bits
+
+
 async def _api_hash_token(_settings: Settings, _args: argparse.Namespace) -> None:
     from admin.auth import hash_token  # noqa: PLC0415
 
     token = (await anyio.to_thread.run_sync(sys.stdin.read)).strip()
     if not token:
         raise OperatorError("no token on stdin")
+    if len(token) < MIN_API_TOKEN_CHARS:
+        # Only its hash is kept, so the length can be checked here and nowhere later.
+        raise OperatorError(
+            f"an API token must be at least {MIN_API_TOKEN_CHARS} characters"
+            " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     register_secrets([token], pinned=True)
     print(hash_token(token))

@@ -172,3 +172,12 @@ async def test_repository_works_inside_a_transaction(pool: PgPool) -> None:
                 await create_account(conn, provider="google", external_user_id="f", shard_count=2)
                 raise RuntimeError("abort")
     assert await list_accounts(pool) == []
+
+
+async def test_last_error_is_stored_redacted(pool: PgPool) -> None:
+    account = await create_account(pool, provider="google", external_user_id="r", shard_count=1)
+    error = "crashed: POST token?client_secret=s3cr3tValue99 with Bearer ya29.a0AfH6SMBsecret"
+    stored = await mark_quarantined(pool, account.id, error)
+    assert stored is not None and stored.last_error is not None
+    assert "s3cr3tValue99" not in stored.last_error and "ya29" not in stored.last_error
+    assert stored.last_error.startswith("crashed: POST token?client_secret=[REDACTED]")

@@ -318,6 +318,11 @@ async def test_graph_handshake_echoes_decoded_token(client: Client, path: str) -
     # Spaces encoded as "+" and a literal "+" as %2B, as form encoding does.
     response = await client.post(path + "?validationToken=a+b%2Bc%25d%20e")
     assert await response.text() == "a b+c%d e"
+    # Whatever a stranger sends is echoed as text, never sniffed as markup, and bounded.
+    response = await client.post(path, params={"validationToken": "<script>x</script>"})
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    response = await client.post(path, params={"validationToken": "x" * 5000})
+    assert response.status == 400
 
 
 async def test_graph_batch_across_shards(

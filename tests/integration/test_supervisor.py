@@ -62,6 +62,8 @@ class Probe(Actor[str]):
     async def on_message(self, message: str) -> None:
         if message == "crash":
             raise RuntimeError(f"boom in {self.id}")
+        if message == "crash-with-token":  # an exception that carries a credential
+            raise RuntimeError("refresh failed: Authorization: Bearer ya29.a0AfH6SMBsecretvalue")
         if message == "needs-dependency" and not self.world.dependency_up:
             raise ConnectionError("storage unreachable")
         if message == "stray-cancel":
@@ -141,6 +143,19 @@ async def test_failed_first_start_raises_and_leaves_nothing_behind() -> None:
         failures = await sup.start_children(["ok", "bad"], spec(world))
         assert list(failures) == ["bad"]
         assert sup.get("ok") is not None and sup.get("bad") is None
+
+
+async def test_a_crash_message_is_redacted_before_anyone_sees_it() -> None:
+    # Before: the crash text went as it was to the monitor, the API and accounts.last_error.
+    world = World()
+    async with supervisor() as sup:
+        cell = await sup.start_child("a", spec(world))
+        cell.send_nowait("crash-with-token")
+        await settle()
+        assert cell.last_error is not None and "[REDACTED]" in cell.last_error
+        assert cell.last_traceback is not None
+        for shown in (cell.last_error, cell.last_traceback):
+            assert "ya29" not in shown and "secretvalue" not in shown
 
 
 async def test_crash_restarts_after_backoff_with_fresh_state() -> None:

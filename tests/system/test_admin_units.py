@@ -77,11 +77,29 @@ async def test_hash_token_command_reads_stdin_and_prints_the_hash() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    token = "s3cret-token-of-at-least-32-characters"
     async with asyncio.timeout(60):
-        out, err = await proc.communicate(b"s3cret-token\n")
+        out, err = await proc.communicate(token.encode() + b"\n")
     assert proc.returncode == 0
-    assert out.decode().strip() == hash_token("s3cret-token")
-    assert b"s3cret-token" not in out + err
+    assert out.decode().strip() == hash_token(token)
+    assert token.encode() not in out + err
+
+
+async def test_hash_token_command_refuses_a_short_token() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IW_")}
+    proc = await asyncio.create_subprocess_exec(
+        EXE,
+        "api",
+        "hash-token",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate(b"short-token\n")
+    assert proc.returncode == 1 and out == b""
+    assert b"at least 32 characters" in err and b"short-token" not in err
 
 
 async def test_api_command_without_token_hashes_refuses_in_one_line() -> None:

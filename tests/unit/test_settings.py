@@ -258,3 +258,14 @@ def test_secret_values_for_redactor() -> None:
     assert KEY_A in values
     assert "p%40ss-w0rd-long" in values
     assert "p@ss-w0rd-long" in values
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "monitor.internal"])
+def test_the_monitor_listens_beyond_loopback_only_when_allowed(host: str) -> None:
+    # Before: IW_MONITOR_HOST=0.0.0.0 was taken silently (an unauthenticated Python console).
+    with pytest.raises(ConfigError) as refused:
+        load_settings(monitor_host=host)
+    assert "IW_MONITOR_HOST" in str(refused.value) and "MONITOR_ALLOW_REMOTE" in str(refused.value)
+    assert load_settings(monitor_host=host, monitor_allow_remote=True).monitor_host == host
+    for local in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert load_settings(monitor_host=local).monitor_host == local
