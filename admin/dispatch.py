@@ -7,6 +7,7 @@ its answer is serialized by its declared model, so it matches the OpenAPI schema
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -14,8 +15,9 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
 from admin.context import Call, Deps, Route
-from admin.errors import field_problems, validation_failed
+from admin.errors import ApiError, field_problems, validation_failed
 from admin.models import FieldProblem
+from metrics import events as metrics
 
 
 def _validate(
@@ -46,7 +48,12 @@ def bind(route: Route, deps: Deps) -> Handler:
             problems.append(FieldProblem(location="query", message="takes no parameters"))
         body = None
         if route.body is not None:
-            raw = await request.read()  # over client_max_size: aiohttp's 413
+            try:  # over client_max_size: aiohttp's 413; too slow: 408, and the connection closed
+                async with asyncio.timeout(deps.settings.http_request_timeout_s):
+                    raw = await request.read()
+            except TimeoutError:
+                metrics.http_requests_shed.labels("api", "slow_body").inc()
+                raise ApiError(408, "request_timeout", "the request body came too slowly") from None
             try:
                 body = route.body.model_validate_json(raw)
             except ValidationError as error:

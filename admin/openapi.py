@@ -29,6 +29,7 @@ _ERROR_TEXT = {
     401: "missing or wrong bearer token",
     404: "unknown resource",
     409: "refused in the resource's current state",
+    408: "the request body did not arrive in time (IW_HTTP_REQUEST_TIMEOUT_S)",
     413: "request body too large",
     422: "invalid input (the fields are listed)",
     503: "a dependency (Postgres, Redis) is unavailable",
@@ -102,7 +103,7 @@ def _statuses(route: Route) -> list[int]:
     if route.path_params is not None:
         statuses.add(404)
     if route.body is not None:
-        statuses.add(413)
+        statuses |= {408, 413}
     return sorted(statuses)
 
 

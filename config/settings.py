@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     # where the provider raised them for the project (or for an emulator).
     google_requests_per_minute: int = Field(default=10_000, ge=1)
     microsoft_requests_per_10_minutes: int = Field(default=10_000, ge=1)
+    # The internet-facing listeners (gateway, admin API): a request's headers, and its body,
+    # must each arrive within this long; at most this many connections, and this many request
+    # bodies being read at once (past it: 503, which providers retry).
+    http_request_timeout_s: float = Field(default=10.0, gt=0)
+    http_max_connections: int = Field(default=1024, ge=1)
+    http_max_bodies_in_flight: int = Field(default=64, ge=1)
     # A provider's Retry-After is obeyed, within bounds: one answer blocks the shared budget of
     # every account for at most this long, and delays one account's retry at most this long
     # (an answer asking for a year would otherwise stop a whole provider for a year).

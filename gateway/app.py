@@ -33,7 +33,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cluster.streams import StreamEntry, append, entry_for
-from gateway.limits import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_body
+from gateway.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyBudget,
+    BodyTooLarge,
+    BodyTooSlow,
+    TooManyBodies,
+)
 from gateway.verify import Rejection, plausible_id, verify
 from metrics import events as metrics
 from metrics.health import probe_all, probe_postgres, probe_redis, readiness
@@ -78,6 +84,8 @@ class GatewayStatistics:
     unavailable: int = 0  # requests answered 503
     client_gone: int = 0  # requests whose sender hung up before the answer (not an outage)
     coalesced: int = 0  # verified items folded into an entry of the same batch
+    # Requests refused before their body was read: too_many_bodies (503), slow_body (408).
+    shed: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
 
     def reject(self, reason: Rejection, count: int = 1) -> None:
@@ -86,6 +94,7 @@ class GatewayStatistics:
 
 
 STATS = web.AppKey("gateway_statistics", GatewayStatistics)
+BODIES = web.AppKey("gateway_bodies", BodyBudget)  # the bodies being read now
 
 
 def _now() -> datetime:
@@ -108,6 +117,8 @@ class _Gateway:
         max_body_bytes: int,
         timeout_s: float,
         clock: Callable[[], datetime],
+        body_deadline_s: float,
+        bodies: BodyBudget,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -115,6 +126,19 @@ class _Gateway:
         self._max_body_bytes = max_body_bytes
         self._timeout_s = timeout_s
         self._clock = clock
+        self._body_deadline_s = body_deadline_s
+        self.bodies = bodies
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The request's body, within its size, its deadline and the bodies in flight."""
+        return await self.bodies.read(request, self._max_body_bytes, self._body_deadline_s)
+
+    def _shed(self, reason: str, status: int) -> web.Response:
+        """Refuse a request before its body was read, and close its connection: 503 when too
+        many bodies are being read (providers retry), 408 when the body came too slowly."""
+        self._stats.shed[reason] += 1
+        metrics.http_requests_shed.labels("gateway", reason).inc()
+        return web.Response(status=status, headers={"Connection": "close"})
 
     def _refuse(self, provider: str, reason: Rejection, status: int) -> web.Response:
         self._stats.reject(reason)
@@ -143,10 +167,14 @@ class _Gateway:
     async def google(self, request: web.Request) -> web.Response:
         """``POST /webhooks/google``: one push notification in the ``X-Goog-*`` headers."""
         try:
-            body = await read_body(request, self._max_body_bytes)
+            body = await self._read(request)
             (notification,) = google.parse_notifications(request.headers, body)
         except BodyTooLarge:
             return self._refuse("google", Rejection.TOO_LARGE, 413)
+        except TooManyBodies:
+            return self._shed("too_many_bodies", 503)
+        except BodyTooSlow:
+            return self._shed("slow_body", 408)
         except InvalidNotification:
             return self._refuse("google", Rejection.MALFORMED, 400)
         self._stats.received += 1
@@ -199,10 +227,14 @@ class _Gateway:
         if request.content_type != "application/json":
             return self._refuse("microsoft", Rejection.UNSUPPORTED_MEDIA_TYPE, 415)
         try:
-            body = await read_body(request, self._max_body_bytes)
+            body = await self._read(request)
             notifications = microsoft.parse_notifications(request.headers, body)
         except BodyTooLarge:
             return self._refuse("microsoft", Rejection.TOO_LARGE, 413)
+        except TooManyBodies:
+            return self._shed("too_many_bodies", 503)
+        except BodyTooSlow:
+            return self._shed("slow_body", 408)
         except InvalidNotification:
             return self._refuse("microsoft", Rejection.MALFORMED, 400)
         self._stats.received += len(notifications)
@@ -321,17 +353,27 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     clock: Callable[[], datetime] = _now,
+    body_deadline_s: float = 10.0,
+    max_bodies_in_flight: int = 64,
 ) -> web.Application:
     """The gateway application on an open pool and Redis client (the caller closes both)."""
     if max_body_bytes < 0:
         raise ValueError("max_body_bytes must be >= 0")
     stats = GatewayStatistics()
     gateway = _Gateway(
-        pool, redis, stats, max_body_bytes=max_body_bytes, timeout_s=timeout_s, clock=clock
+        pool,
+        redis,
+        stats,
+        max_body_bytes=max_body_bytes,
+        timeout_s=timeout_s,
+        clock=clock,
+        body_deadline_s=body_deadline_s,
+        bodies=BodyBudget(max_bodies_in_flight),
     )
     # client_max_size also caps request.read()/post(), which no handler here uses.
     app = web.Application(middlewares=[_guard], client_max_size=max(max_body_bytes, 1))
     app[STATS] = stats
+    app[BODIES] = gateway.bodies
     app.router.add_post(GOOGLE_PATH, gateway.google)
     app.router.add_post(MICROSOFT_PATH, gateway.microsoft)
     app.router.add_post(MICROSOFT_LIFECYCLE_PATH, gateway.microsoft)

@@ -88,6 +88,20 @@ gateway_unavailable = Counter(
     "Webhook requests the gateway answered 503 (a dependency failed or timed out).",
     registry=registry,
 )
+http_connections_refused = Counter(
+    f"{PREFIX}http_connections_refused_total",
+    "Connections closed at once because the listener held its maximum (gateway, api).",
+    ["listener"],
+    registry=registry,
+)
+http_requests_shed = Counter(
+    f"{PREFIX}http_requests_shed_total",
+    "Requests refused before their body was read, by listener and reason (too_many_bodies:"
+    " 503, the bodies in flight were at their cap; slow_body: 408, the body missed its"
+    " deadline).",
+    ["listener", "reason"],
+    registry=registry,
+)
 stream_lag = Histogram(
     f"{PREFIX}stream_lag_seconds",
     "Time from the gateway receiving a notification to a replica routing it to its actor.",

@@ -27,6 +27,7 @@ from providers.http import HttpSettings, create_session
 from store.crypto import Keyring
 from store.db import PgPool, create_pool
 from store.migrate import migrate
+from supervisor.http_server import HttpLimits, run_app
 from supervisor.services import open_services
 
 log = structlog.get_logger("admin")
@@ -73,15 +74,11 @@ async def serve(settings: Settings, keyring: Keyring, *, host: str, port: int) -
         redis = Redis.from_url(urls.redis_url)
         session = create_session(HttpSettings(ca_bundle=settings.ca_bundle))
         app = create_server_app(pool, redis, settings, keyring, session)
-        runner = web.AppRunner(app, access_log=None)
         try:
-            await runner.setup()
-            await web.TCPSite(runner, host, port).start()
-            log.info("admin API listening", host=host, port=port)
-            await anyio.sleep_forever()
+            limits = HttpLimits.from_settings(settings)
+            await run_app(app, host=host, port=port, limits=limits, name="admin API")
         finally:
             with anyio.CancelScope(shield=True):
-                await runner.cleanup()
                 await session.close()
                 await redis.aclose()
                 await pool.close()

@@ -5,14 +5,14 @@ Invariants:
   ``migrate`` or a replica does that); only embedded throwaway databases are migrated here;
 - the listening socket, the Redis client and the pool are closed when ``serve`` returns or is
   cancelled (cleanup is shielded from the cancellation);
-- aiohttp's access log is off: its lines carry query strings (Graph's validation tokens).
+- the listener bounds slow and numerous clients (``supervisor.http_server``); the access log is
+  off: its lines carry query strings (Graph's validation tokens).
 """
 
 from __future__ import annotations
 
 import anyio
 import structlog
-from aiohttp import web
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -21,23 +21,10 @@ from gateway.limits import DEFAULT_MAX_BODY_BYTES
 from kinds import default_registry
 from store.db import create_pool
 from store.migrate import migrate
+from supervisor.http_server import HttpLimits, run_app
 from supervisor.services import open_services
 
 log = structlog.get_logger("gateway")
-
-
-async def run_app(app: web.Application, *, host: str, port: int) -> None:
-    """Serve ``app`` on ``host:port`` until cancelled."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("gateway listening", host=host, port=port)
-        await anyio.sleep_forever()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
 
 
 async def serve(
@@ -52,9 +39,15 @@ async def serve(
         pool = await create_pool(urls.database_url, settings.db_schema)
         redis = Redis.from_url(urls.redis_url)
         try:
-            await run_app(
-                create_app(pool, redis, max_body_bytes=max_body_bytes), host=host, port=port
+            app = create_app(
+                pool,
+                redis,
+                max_body_bytes=max_body_bytes,
+                body_deadline_s=settings.http_request_timeout_s,
+                max_bodies_in_flight=settings.http_max_bodies_in_flight,
             )
+            limits = HttpLimits.from_settings(settings)
+            await run_app(app, host=host, port=port, limits=limits, name="gateway")
         finally:
             with anyio.CancelScope(shield=True):
                 await redis.aclose()
