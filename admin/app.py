@@ -1,7 +1,8 @@
 """The admin API's aiohttp application, built from the route table.
 
 Invariants: the router holds exactly ``ROUTES`` (no implicit HEAD); every request passes the
-error middleware (outermost) then the bearer check; the caller owns and closes the pool and
+audit (outermost: mutating and refused calls are recorded with the status sent), the error
+middleware, then the bearer check; the caller owns and closes the pool and
 the Redis client.
 """
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from redis.asyncio import Redis
 
+from admin.audit import audit_middleware
 from admin.auth import bearer_middleware
 from admin.context import Deps
 from admin.dispatch import bind
@@ -55,6 +57,7 @@ def create_admin_app(
     deps = Deps(pool=pool, redis=redis, settings=settings, keyring=keyring, clock=clock)
     app = web.Application(
         middlewares=[
+            audit_middleware,  # outermost: it records the status the client got
             errors_middleware,
             bearer_middleware(settings.api_token_hashes, public_paths(), open_prefixes),
         ],

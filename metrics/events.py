@@ -88,6 +88,12 @@ gateway_unavailable = Counter(
     "Webhook requests the gateway answered 503 (a dependency failed or timed out).",
     registry=registry,
 )
+api_refusals = Counter(
+    f"{PREFIX}api_refusals_total",
+    "Admin API requests refused for their credentials, by status (401: no or a wrong token).",
+    ["status"],
+    registry=registry,
+)
 http_connections_refused = Counter(
     f"{PREFIX}http_connections_refused_total",
     "Connections closed at once because the listener held its maximum (gateway, api).",

@@ -28,6 +28,7 @@ from cluster.inbox import Inbox, InboxEntry
 from cluster.keys import lease_key, notifications_key
 from cluster.leases import LeaseStore
 from config.settings import ConfigError
+from metrics import events as metrics
 from outbox.model import ItemState
 from sandbox.embedded import Services
 from store import outbox as store_outbox
@@ -553,3 +554,32 @@ async def test_tampered_cursors_are_refused_never_5xx(api: Api) -> None:
         status, _ = await api.call("GET", f"{path}?cursor={cursor}")
         statuses.add(status)
     assert statuses <= {200, 422}, statuses
+
+
+async def test_mutating_and_refused_calls_leave_one_audit_record_each(
+    api: Api, json_logs: io.StringIO
+) -> None:
+    # Before: no line for any mutating call, and 401s neither logged nor counted.
+    refusals = metrics.api_refusals.labels("401")
+    before = refusals._value.get()
+    account = await _connect(api, "audit@example.com")
+    await api.call("GET", "/accounts")  # a read: not audited
+    await api.call("POST", f"/accounts/{account['id']}/disable")
+    async with api.http.get(
+        api.base_url + "/accounts", headers={"Authorization": "Bearer wrong-token-value"}
+    ) as response:
+        assert response.status == 401
+    records = [
+        r
+        for r in (orjson.loads(line) for line in json_logs.getvalue().splitlines())
+        if r.get("event") == "audit"
+    ]
+    caller = "sha256:" + hash_token(TOKEN)[:12]
+    assert [(r["method"], r["route"], r["outcome"], r["caller"]) for r in records] == [
+        ("POST", "/api/v1/accounts", 201, caller),
+        ("POST", "/api/v1/accounts/{account_id}/disable", 200, caller),
+        ("GET", "/api/v1/accounts", 401, "sha256:" + hash_token("wrong-token-value")[:12]),
+    ]
+    assert records[1]["target"] == {"account_id": account["id"]}
+    assert refusals._value.get() == before + 1
+    assert TOKEN not in json_logs.getvalue() and "wrong-token-value" not in json_logs.getvalue()
