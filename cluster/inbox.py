@@ -18,7 +18,10 @@ Invariants:
   trimmed by the read loop at most every ``trim_every_s`` (trimming after every XACK would
   triple the Redis commands of a notification);
 - entries for accounts this replica does not run (removed, or quarantined) are acknowledged at
-  once and counted: a released or re-added account starts with a sync anyway.
+  once and counted: a released or re-added account starts with a sync anyway;
+- the unread markers of the entries a read returned are cleared before those entries are
+  routed (one pipelined round trip per read), so the gateway folds a notification into an
+  entry only while that entry's sync has not started yet.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from cluster.keys import NOTIFICATIONS_GROUP, notifications_key, shard_of
+from cluster.streams import unread_marker
 from metrics import events as metrics
 
 log = structlog.get_logger("cluster.inbox")
@@ -155,8 +159,10 @@ class Inbox:
                 raise
             await self._recover(shards)
             return 0
+        streams_read = cast(_Reply, reply or [])
+        await self._mark_read(streams_read)
         routed = 0
-        for key, entries in cast(_Reply, reply or []):
+        for key, entries in streams_read:
             shard = shard_of(_text(key))
             # A shard given up (``forget``) while this read was in flight has no backlog left.
             if shard in backlog and shard in self._backlog:
@@ -166,6 +172,23 @@ class Inbox:
                     del self._backlog[shard]  # own pending entries all re-read
             routed += await self._route_all(shard, entries)
         return routed
+
+    async def _mark_read(self, streams_read: _Reply) -> None:
+        """Clear the unread markers of the entries just read, before routing them: a
+        notification arriving from now on gets an entry of its own, and one that arrived
+        before folded into an entry whose sync starts after this (``cluster.streams``)."""
+        markers = {
+            marker
+            for key, entries in streams_read
+            for _, fields in entries
+            if fields and (marker := unread_marker(shard_of(_text(key)), fields)) is not None
+        }
+        if not markers:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for marker in markers:  # one key each: the shards' slots may differ
+                pipe.delete(marker)
+            await pipe.execute()
 
     def forget(self, shard: int) -> None:
         """Stop reading ``shard`` (given up); its entries still pending go to the next owner."""

@@ -40,6 +40,17 @@ def notifications_key(shard: int) -> str:
     return f"iw:{shard_tag(shard)}:notifications"
 
 
+def unread_key(shard: int, provider: str, channel_id: str, kind: str) -> str:
+    """Marks a channel's entry of ``kind`` appended but not yet read by its replica (its value
+    is the entry id): notifications arriving meanwhile fold into that entry."""
+    return f"iw:{shard_tag(shard)}:unread:{provider}:{channel_id}:{kind}"
+
+
+def message_number_key(shard: int, provider: str, channel_id: str) -> str:
+    """The highest message number accepted for a channel (Google numbers its messages)."""
+    return f"iw:{shard_tag(shard)}:msgno:{provider}:{channel_id}"
+
+
 def lease_key(shard: int) -> str:
     """The key whose holder owns ``shard``."""
     return f"iw:{shard_tag(shard)}:lease"

@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cluster.streams import StreamEntry, append, entry_for
+from cluster.streams import Outcome, StreamEntry, append_notifications, entry_for
 from gateway.limits import (
     DEFAULT_MAX_BODY_BYTES,
     BodyBudget,
@@ -83,7 +83,8 @@ class GatewayStatistics:
     acknowledged: int = 0  # verified Google sync messages (answered, not appended)
     unavailable: int = 0  # requests answered 503
     client_gone: int = 0  # requests whose sender hung up before the answer (not an outage)
-    coalesced: int = 0  # verified items folded into an entry of the same batch
+    coalesced: int = 0  # verified notifications folded into their channel's unread entry
+    replayed: int = 0  # verified Google messages whose number was not above the last one
     # Requests refused before their body was read: too_many_bodies (503), slow_body (408).
     shed: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -152,9 +153,15 @@ class _Gateway:
         metrics.notifications_rejected.labels(provider, reason.value).inc()
 
     async def _append(self, entries: list[StreamEntry]) -> None:
-        ids = await append(self._redis, entries)
-        self._stats.appended += len(entries)
-        for entry, entry_id in zip(entries, ids, strict=True):
+        outcomes = await append_notifications(self._redis, entries)
+        for entry, (outcome, entry_id) in zip(entries, outcomes, strict=True):
+            if outcome is Outcome.COALESCED:
+                self._stats.coalesced += 1  # its channel's unread entry covers it
+                continue
+            if outcome is Outcome.REPLAYED:
+                self._stats.replayed += 1
+                continue
+            self._stats.appended += 1
             log.debug(
                 "notification appended",
                 stream=entry.key,

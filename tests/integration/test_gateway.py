@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from cluster.inbox import Inbox
 from cluster.keys import NOTIFICATION_FIELDS, notifications_key, shard_tag
 from cluster.streams import entry_for
 from config.settings import Settings
@@ -191,7 +192,8 @@ async def _entries(redis: Redis, shard: int) -> list[dict[str, str]]:
 
 
 async def _stream_keys(redis: Redis) -> list[str]:
-    return sorted(_text(key) for key in await redis.keys("iw:*"))
+    """The notification streams (the unread markers and message numbers are other keys)."""
+    return sorted(_text(key) for key in await redis.keys("iw:*:notifications"))
 
 
 def _graph_item(subscription_id: str, client_state: str, **extra: str) -> dict[str, str]:
@@ -495,6 +497,60 @@ async def test_a_sender_that_hangs_up_mid_body_is_not_an_outage(
     await wait_until(lambda: stats.client_gone == 1, "the hang-up to be seen")
     assert stats.unavailable == 0
     assert reader.at_eof() or not await reader.read()
+
+
+async def _read_as_replica(redis: Redis, shard: int) -> int:
+    """Read ``shard``'s stream as a replica's inbox does (its first reads take up its own
+    backlog); the number of entries routed."""
+    inbox = Inbox(redis, "replica-a", lambda _entry: True, lambda _shard: None, block_ms=10)
+    routed = 0
+    for _ in range(3):
+        routed += await inbox.read_once([shard])
+    return routed
+
+
+async def test_a_flood_of_verified_notifications_adds_one_entry_until_it_is_read(
+    client: Client, app: web.Application, pool: PgPool, redis: Redis, account: Account
+) -> None:
+    # Before: every verified message was one more entry (9,433 repeats: 9,433 entries).
+    await _save(pool, account, "g-1", "g-token", shard=5)
+    await _save(pool, account, "sub-a", "state-a", provider="microsoft", shard=5)
+    for number in range(10, 310):
+        response = await client.post(
+            "/webhooks/google", headers=_google_headers(number=str(number))
+        )
+        assert response.status == 202  # verified: answered 2xx, folded into the unread entry
+        assert await _post_graph(client, [_graph_item("sub-a", "state-a")]) == 202
+    assert len(await _entries(redis, 5)) == 2  # one per channel
+    assert app[STATS].coalesced == 2 * 300 - 2
+
+    # The replica reads them; a message arriving from now on starts a sync of its own.
+    assert await _read_as_replica(redis, 5) == 2
+    response = await client.post("/webhooks/google", headers=_google_headers(number="400"))
+    assert response.status == 202
+    assert len(await _entries(redis, 5)) == 3
+
+
+async def test_a_replayed_google_message_is_dropped_and_an_outage_records_nothing(
+    client: Client, app: web.Application, pool: PgPool, redis: Redis, account: Account
+) -> None:
+    await _save(pool, account, "g-1", "g-token", shard=6)
+    # The append fails (the stream key holds a string): 503, and nothing is recorded...
+    await redis.set("iw:{shard:6}:notifications", "not a stream")
+    response = await client.post("/webhooks/google", headers=_google_headers(number="7"))
+    assert response.status == 503
+    await redis.delete("iw:{shard:6}:notifications")
+    # ...so Google's retry of the same message is accepted.
+    response = await client.post("/webhooks/google", headers=_google_headers(number="7"))
+    assert response.status == 202
+    assert len(await _entries(redis, 6)) == 1 and app[STATS].appended == 1
+    assert await _read_as_replica(redis, 6) == 1  # the next message gets an entry of its own
+    for replay in ("7", "6", "07"):
+        response = await client.post("/webhooks/google", headers=_google_headers(number=replay))
+        assert response.status == 202  # verified, so never a 4xx; but dropped
+    assert app[STATS].replayed == 3 and len(await _entries(redis, 6)) == 1
+    response = await client.post("/webhooks/google", headers=_google_headers(number="8"))
+    assert response.status == 202 and len(await _entries(redis, 6)) == 2
 
 
 async def test_redis_down_is_503_then_recovers(pool: PgPool, account: Account) -> None:
