@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from metrics import events as metrics
 from providers.errors import (
     AuthRevoked,
     Conflict,
@@ -594,11 +595,23 @@ async def test_replacing_a_channel_is_start_new_then_stop_old(
     assert [c["id"] for c in world.control.channels()] == [new.id]
 
 
-async def test_stopping_an_unknown_channel_is_fine(world: World) -> None:
+async def test_stopping_an_unknown_channel_is_fine(
+    world: World, receiver: tuple[str, asyncio.Queue[dict[str, str]]]
+) -> None:
+    # channels.stop really goes out, Google answers 404 for a channel it does not know, and
+    # that counts as stopped (no error); other channels are left alone.
+    address, _ = receiver
+    kept = await world.provider.start_push(
+        world.access_token, EMAIL, address=address, channel_id="k", token="t", ttl_s=60
+    )
     ghost = PushChannel(
         id="never-made", calendar_id=EMAIL, resource_id="r0", expires_at=None, token="t"
     )
+    answered_404 = metrics.provider_requests.labels("google", "404")
+    before = answered_404._value.get()
     await world.provider.stop_push(world.access_token, ghost)
+    assert answered_404._value.get() == before + 1
+    assert [c["id"] for c in world.control.channels()] == [kept.id]
 
 
 async def test_watch_rejects_ids_and_tokens_google_would(world: World) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
@@ -24,6 +25,7 @@ from config.settings import Settings
 from providers.errors import (
     AuthRevoked,
     Conflict,
+    ErrorKind,
     InvalidNotification,
     NotFound,
     Permanent,
@@ -33,7 +35,7 @@ from providers.errors import (
     Transient,
     Unauthorized,
 )
-from providers.http import HttpSettings, create_session
+from providers.http import HttpResponse, HttpSettings, create_session
 from providers.interface import CalendarProvider, verify_notification
 from providers.microsoft.client import MicrosoftCalendarProvider
 from providers.microsoft.mapping import PRIMARY
@@ -49,7 +51,6 @@ from providers.models import (
     SyncPage,
     SyncWindow,
 )
-from providers.payload import MalformedPayload
 from sandbox.emulators.microsoft import MicrosoftEmulator
 from sandbox.emulators.microsoft.control import Control
 
@@ -506,15 +507,28 @@ async def test_sync_faults(
     assert (await _drain(world))[-1].delta_token  # the fault was one call only
 
 
-async def test_a_page_linking_off_the_graph_host_is_transient(world: World) -> None:
+async def test_a_page_linking_off_the_graph_host_is_transient(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator links only to itself: the answer is rewritten on its way to the client,
+    # so the real fetch path (status check, parsing, mapping) meets the hostile link.
     _seed(world, 1)
-    page = await world.provider.fetch_sync_page(world.access_token, PRIMARY, window=_window(world))
-    assert page.next_cursor is not None or page.delta_token is not None
-    evil = {"value": [], "@odata.nextLink": "https://evil.example/v1.0/me/calendarView/delta"}
-    with pytest.raises(MalformedPayload, match="off the configured Graph host"):
-        world.provider._sync_page(evil, world.emulator.graph_base_url, PRIMARY, True)
-    with pytest.raises(MalformedPayload, match="exactly one"):
-        world.provider._sync_page({"value": []}, world.emulator.graph_base_url, PRIMARY, True)
+    real = world.provider._request
+    bodies = [
+        {"value": [], "@odata.nextLink": "https://evil.example/v1.0/me/calendarView/delta"},
+        {"value": []},  # neither link
+    ]
+
+    async def rewritten(*args: Any, **kwargs: Any) -> HttpResponse:
+        answer = await real(*args, **kwargs)
+        return HttpResponse(answer.status, answer.headers, orjson.dumps(bodies.pop(0)))
+
+    monkeypatch.setattr(world.provider, "_request", rewritten)
+    with pytest.raises(Transient, match="off the configured Graph host") as off_host:
+        await world.provider.fetch_sync_page(world.access_token, PRIMARY, window=_window(world))
+    assert off_host.value.kind is ErrorKind.TRANSIENT and "evil.example" not in str(off_host.value)
+    with pytest.raises(Transient, match="exactly one of nextLink and deltaLink"):
+        await world.provider.fetch_sync_page(world.access_token, PRIMARY, window=_window(world))
 
 
 async def test_latency_beyond_the_timeout_is_transient(world: World) -> None:

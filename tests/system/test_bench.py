@@ -96,3 +96,4 @@ def test_failover_bench_prints_one_json_object_of_figures() -> None:
     assert figures["lease_ttl_s"] == 2.0
     assert figures["orphaned_shards"] > 0 and figures["shards_moved_on_join"] > 0
     assert figures["notifications_appended"] > 0  # notifications flowed through the kill
+    assert figures["notifications_lost"] == 0  # and every one was acknowledged by a replica
