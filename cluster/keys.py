@@ -51,6 +51,16 @@ def message_number_key(shard: int, provider: str, channel_id: str) -> str:
     return f"iw:{shard_tag(shard)}:msgno:{provider}:{channel_id}"
 
 
+# The gateway's Redis user: exactly the commands and keys of its appends (the script of
+# ``cluster.streams.append_notifications``), and PING for its readiness probe. Deployments give
+# the gateway this user, never the replicas' (docs/security.md); its password is added there.
+GATEWAY_REDIS_ACL = (
+    "on resetkeys resetchannels -@all +ping +evalsha +eval +script|load +script|exists"
+    " +get +set +xadd"
+    " ~iw:{shard:*}:notifications ~iw:{shard:*}:unread:* ~iw:{shard:*}:msgno:*"
+)
+
+
 def lease_key(shard: int) -> str:
     """The key whose holder owns ``shard``."""
     return f"iw:{shard_tag(shard)}:lease"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import secrets
 import socket
 import tempfile
 import time
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import aiohttp
@@ -21,13 +23,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from cluster.inbox import Inbox
-from cluster.keys import NOTIFICATION_FIELDS, notifications_key, shard_tag
-from cluster.streams import entry_for
+from cluster.keys import GATEWAY_REDIS_ACL, NOTIFICATION_FIELDS, notifications_key, shard_tag
+from cluster.streams import Outcome, append_notifications, entry_for
 from config.settings import Settings
 from gateway.app import STATS, create_app
 from gateway.verify import Rejection, plausible_id, token_matches, verify
+from providers.google.notifications import parse_notifications as parse_google
 from providers.models import Notification, NotificationKind
 from sandbox.embedded import EmbeddedRedis, Services
 from store.accounts import Account, create_account
@@ -639,3 +643,41 @@ async def test_serve_runs_until_cancelled(services: Services, database_url: str)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def google_notification_for(channel_id: str) -> Notification:
+    (notification,) = parse_google(_google_headers(channel_id=channel_id))
+    return notification
+
+
+async def test_the_gateways_redis_user_can_append_and_nothing_else(
+    redis: Redis, services: Services, pool: PgPool, account: Account
+) -> None:
+    # Before: the gateway used the replicas' Redis user, free to read, delete or reconfigure.
+    password = secrets.token_urlsafe(24)
+    user = f"gw-{secrets.token_hex(4)}"
+    rules = [*GATEWAY_REDIS_ACL.split(), f">{password}"]
+    await redis.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
+    url = urlsplit(services.redis_url)
+    limited = Redis.from_url(url._replace(netloc=f"{user}:{password}@{url.netloc}").geturl())
+    try:
+        assert await limited.ping()
+        channel = await _save(pool, account, "g-acl", "g-token", shard=9)
+        notification = google_notification_for("g-acl")
+        entry = entry_for(channel, notification, datetime.now(UTC))
+        [(outcome, _)] = await append_notifications(limited, [entry])
+        assert outcome is Outcome.APPENDED
+        refused = [
+            limited.xreadgroup("g", "c", {"iw:{shard:9}:notifications": ">"}),
+            limited.delete("iw:{shard:9}:notifications"),
+            limited.config_get("*"),
+            limited.keys("*"),
+            limited.set("iw:{shard:9}:lease", "mine"),
+            limited.xadd("iw:{members}", {"x": "1"}),
+        ]
+        for call in refused:
+            with pytest.raises(NoPermissionError):
+                await call
+    finally:
+        await limited.aclose()
+        await redis.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]

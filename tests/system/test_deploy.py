@@ -23,6 +23,7 @@ import orjson
 import pytest
 import yaml
 
+from cluster.keys import GATEWAY_REDIS_ACL
 from config.settings import ENV_PREFIX, Settings
 from sandbox.embedded import Services
 from store.crypto import generate_key
@@ -100,6 +101,36 @@ def test_compose_example_env_names_only_settings() -> None:
     _check_env(names)
 
 
+# What the internet-facing gateway must never hold.
+NOT_FOR_THE_GATEWAY = {
+    "IW_ENCRYPTION_KEYS",
+    "IW_ENCRYPTION_KEY_ID",
+    "IW_GOOGLE_CLIENT_SECRET",
+    "IW_MICROSOFT_CLIENT_SECRET",
+    "IW_API_TOKEN_HASHES",
+    "IW_OAUTH_STATE_SECRET",
+}
+
+
+def test_compose_gives_the_gateway_only_what_verification_needs(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]["environment"]
+    assert not set(gateway) & NOT_FOR_THE_GATEWAY, sorted(set(gateway) & NOT_FOR_THE_GATEWAY)
+    assert gateway["IW_REDIS_URL"].startswith("redis://gateway:")
+    assert (
+        gateway["IW_DATABASE_URL"]
+        == "${GATEWAY_DATABASE_URL:?set GATEWAY_DATABASE_URL in deploy/.env}"
+    )
+    # The Redis users: a password for the replicas' and the gateway's one, whose rules are
+    # exactly the ones the gateway's code needs (tests/integration/test_gateway.py tries them).
+    command = compose["services"]["redis"]["command"]
+    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    assert users[0].startswith("default on >${REDIS_PASSWORD")
+    assert users[1] == (
+        f"gateway {GATEWAY_REDIS_ACL} >${{REDIS_GATEWAY_PASSWORD:?set REDIS_GATEWAY_PASSWORD"
+        " in deploy/.env}"
+    )
+
+
 # -- Kubernetes ---------------------------------------------------------------------------------
 
 
@@ -128,7 +159,30 @@ def test_k8s_commands_and_variables_exist() -> None:
             for container in _containers(document):
                 _check_command(container["command"])
                 _check_env({e["name"] for e in container.get("env", [])})
-    assert kinds == {"ConfigMap": 1, "Secret": 1, "Job": 1, "Deployment": 3, "Service": 2}
+    assert kinds == {
+        "ConfigMap": 1,
+        "Secret": 2,
+        "Job": 1,
+        "Deployment": 3,
+        "Service": 2,
+        "Ingress": 1,
+    }
+
+
+def test_k8s_gives_the_gateway_its_own_secret_and_exposes_only_the_webhooks() -> None:
+    documents = list(_k8s_documents())
+    secrets = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Secret"}
+    (gateway,) = (
+        d for d in documents if d["kind"] == "Deployment" and "gateway" in d["metadata"]["name"]
+    )
+    (container,) = _containers(gateway)
+    refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+    assert refs == ["integration-worker-gateway"]
+    held = set(secrets["integration-worker-gateway"]["stringData"])
+    assert held == {"IW_DATABASE_URL", "IW_REDIS_URL"} and not held & NOT_FOR_THE_GATEWAY
+    (ingress,) = (d for d in documents if d["kind"] == "Ingress")
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/webhooks/"]
 
 
 def test_k8s_replicas_probe_the_ops_port_and_outlast_their_shutdown() -> None:
