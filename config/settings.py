@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     oauth_connect_enabled: bool = False
     oauth_redirect_base_url: str | None = Field(default=None, validate_default=True)
     oauth_state_secret: SecretStr | None = Field(default=None, validate_default=True)
+    # Shared with the host application: it signs the start tokens that alone may start the
+    # flow, and we sign the results handed back (connect/start_token.py).
+    oauth_start_secret: SecretStr | None = Field(default=None, validate_default=True)
     oauth_state_max_age_s: float = Field(default=600.0, gt=0)
     oauth_success_redirect_url: str | None = None
     google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
@@ -276,7 +279,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a key of {ENV_PREFIX}ENCRYPTION_KEYS")
         return value
 
-    @field_validator("oauth_state_secret")
+    @field_validator("oauth_state_secret", "oauth_start_secret")
     @classmethod
     def _check_oauth_connect(
         cls, value: SecretStr | None, info: ValidationInfo
@@ -333,6 +336,7 @@ class Settings(BaseSettings):
             self.google_client_secret,
             self.microsoft_client_secret,
             self.oauth_state_secret,
+            self.oauth_start_secret,
         ):
             if secret is not None:
                 values.append(secret.get_secret_value())

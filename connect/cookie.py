@@ -32,6 +32,9 @@ class Flow:
     verifier: str = field(repr=False)
     nonce: str = field(repr=False)
     started_at: float
+    # From the host's start token: whom the account is for, and what to hand back.
+    user_ref: str = ""
+    return_state: str = field(default="", repr=False)
 
 
 class FlowRefused(Exception):

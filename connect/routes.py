@@ -3,6 +3,11 @@
 Invariants:
 - nothing is routed unless ``oauth_connect_enabled`` (the routes answer 404), and a provider
   without a configured client answers 404;
+- start accepts only a start token the host signed (``connect.start_token``) for this provider,
+  unexpired, living at most ten minutes, and not used before (its nonce is spent in Postgres
+  first): anything else is 403 and creates nothing;
+- a connected account is handed back as a signed result (the account, the host's user
+  reference and ``return_state``, its own nonce and a five-minute expiry), never as a bare id;
 - start binds a fresh state, PKCE verifier and nonce to the browser with the signed flow
   cookie (HttpOnly, SameSite=Lax so the provider's top-level redirect carries it back, Secure
   when our public URL is https, Max-Age = ``oauth_state_max_age_s``) and redirects (302);
@@ -20,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -45,9 +51,11 @@ from connect.protocol import (
     parse_callback,
     token_form,
 )
+from connect.start_token import StartClaims, StartRefused, open_start, seal_result
 from operations.accounts import OperatorError, add_account
 from store.crypto import Keyring
 from store.db import PgPool
+from store.oauth_nonces import spend_nonce
 
 log = structlog.get_logger("connect")
 
@@ -56,6 +64,14 @@ CALLBACK_PATH = "/oauth/{provider}/callback"
 # Answers of the flow are never cached, and the callback's URL (code, state) never leaves as a
 # Referer to wherever the browser goes next (RFC 9700 4.2).
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_START_REFUSALS = {
+    "missing": "a start token from the application is required",
+    "malformed": "the start token is malformed",
+    "signature": "the start token is not signed by the application",
+    "type": "this is not a start token",
+    "expired": "the start token expired; ask the application for a new one",
+    "too_long": "the start token lives longer than ten minutes",
+}
 _REFUSALS = {
     "missing": "no OAuth flow was started in this browser (or its cookie expired)",
     "malformed": "the OAuth flow cookie is malformed",
@@ -77,6 +93,7 @@ class ConnectFlow:
     clients: dict[str, ProviderClient]
     endpoints: EndpointBook
     state_key: bytes
+    start_key: bytes
     clock: Callable[[], float]
 
     def redirect_uri(self, provider: str) -> str:
@@ -91,13 +108,22 @@ class ConnectFlow:
         """Redirect the browser to the provider's sign-in, bound to it by the flow cookie."""
         try:
             client = self._client(request)
+            begun = await self._begun(request)
             endpoints = await self._endpoints(client)
         except _Refused as refused:
             return refused.response()
         # The state comes back in the callback's URL, which access logs print: the redaction's
         # ``state=`` rule hides it there (never the process-wide registry, which clients must
         # not be able to write to).
-        flow = Flow(client.provider, new_state(), new_verifier(), new_nonce(), self.clock())
+        flow = Flow(
+            client.provider,
+            new_state(),
+            new_verifier(),
+            new_nonce(),
+            self.clock(),
+            user_ref=begun.user_ref,
+            return_state=begun.return_state,
+        )
         location = authorization_url(
             client,
             endpoints.authorization_endpoint,
@@ -141,7 +167,7 @@ class ConnectFlow:
         except _Refused as refused:
             response = refused.response()
         else:
-            response = self._connected(client.provider, account_id, email)
+            response = self._connected(flow, account_id, email)
         response.del_cookie(COOKIE_NAME, path=self._cookie_path())
         return response
 
@@ -242,13 +268,30 @@ class ConnectFlow:
         )
         return str(account.id), email
 
-    def _connected(self, provider: str, account_id: str, email: str) -> web.Response:
+    async def _begun(self, request: web.Request) -> StartClaims:
+        """The host's start token for this provider, spent now; 403 for anything else."""
+        provider = request.match_info["provider"]
+        try:
+            start = open_start(self.start_key, request.query.get("token"), now=self.clock())
+        except StartRefused as refused:
+            log.info("oauth connect: start refused", provider=provider, reason=refused.reason)
+            raise _Refused(403, "start_refused", _START_REFUSALS[refused.reason]) from None
+        if start.provider != provider:
+            raise _Refused(403, "start_refused", "the start token is for another provider")
+        expires_at = datetime.fromtimestamp(start.expires_at, UTC)
+        if not await spend_nonce(self.pool, start.nonce, expires_at):
+            log.info("oauth connect: start token reused", provider=provider)
+            raise _Refused(403, "start_refused", "the start token was used already")
+        return start
+
+    def _connected(self, flow: Flow, account_id: str, email: str) -> web.Response:
+        start = StartClaims(flow.provider, flow.user_ref, flow.return_state, 0, "")
+        result = seal_result(self.start_key, start, account_id=account_id, now=self.clock())
         target = self.settings.oauth_success_redirect_url
         if target:
-            return _redirect(_with_query(target, {"account_id": account_id, "provider": provider}))
-        return web.json_response(
-            {"account_id": account_id, "provider": provider, "email": email}, headers=_NO_STORE
-        )
+            return _redirect(_with_query(target, {"result": result}))
+        body = {"result": result, "account_id": account_id, "provider": flow.provider}
+        return web.json_response(body | {"email": email}, headers=_NO_STORE)
 
 
 class _Refused(Exception):
@@ -296,7 +339,11 @@ def add_connect_routes(
     ``session`` reaches the providers (its TLS context trusts ``ca_bundle``); the caller owns
     and closes it, as it owns the pool.
     """
-    if not settings.oauth_connect_enabled or settings.oauth_state_secret is None:
+    if (
+        not settings.oauth_connect_enabled
+        or settings.oauth_state_secret is None
+        or settings.oauth_start_secret is None
+    ):
         return
     flow = ConnectFlow(
         settings,
@@ -306,6 +353,7 @@ def add_connect_routes(
         provider_clients(settings),
         EndpointBook(settings, session),
         settings.oauth_state_secret.get_secret_value().encode(),
+        settings.oauth_start_secret.get_secret_value().encode(),
         clock,
     )
     app.router.add_get(START_PATH, flow.start)

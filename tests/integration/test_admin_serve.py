@@ -4,6 +4,7 @@ the OAuth connect flow beside it without one. Real Postgres, Redis and provider 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from connect.start_token import mint_start
 from providers.http import HttpSettings, create_session
 from sandbox.emulators.google.server import GoogleEmulator
 from store.accounts import find_account
@@ -97,6 +99,7 @@ async def test_a_user_connects_through_the_oauth_flow_without_a_token(
             oauth_connect_enabled=True,
             oauth_redirect_base_url=base,
             oauth_state_secret="s" * 40,
+            oauth_start_secret="t" * 40,
             google_client_id=CLIENT_ID,
             google_client_secret=CLIENT_SECRET,
             google_auth_uri=google.auth_uri,
@@ -106,7 +109,16 @@ async def test_a_user_connects_through_the_oauth_flow_without_a_token(
             serving(pool, redis, keyring, settings, sock),
             aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
         ):
-            url = f"{base}/oauth/google/start"
+            # The host application mints the start token with the shared secret.
+            token = mint_start(
+                b"t" * 40,
+                provider="google",
+                user_ref="host-user",
+                return_state="",
+                now=time.time(),
+                ttl_s=60,
+            )
+            url = f"{base}/oauth/google/start?token={token}"
             for _ in range(3):  # start -> the provider's consent -> our callback
                 async with browser.get(url, allow_redirects=False) as response:
                     if response.status != 302:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from config.redact import redact_text
 from config.redact import registry_size as redaction_registry_size
 from config.settings import Settings, load_settings
 from connect import create_connect_app
+from connect.start_token import StartRefused, mint_start, open_result
 from providers.google.auth import GoogleTokenRefresher
 from providers.http import HttpSettings, create_session
 from providers.microsoft.auth import MicrosoftTokenRefresher
@@ -36,6 +38,7 @@ CLIENT_ID, CLIENT_SECRET = "connect-client", "connect-client-secret"
 GOOGLE_USER, MICROSOFT_USER = "ada@example.com", "grace@contoso.example"
 GRAPH_SCOPE = "https://graph.microsoft.com/Calendars.ReadWrite"
 STATE_SECRET = "state-secret-" + "x" * 32
+START_SECRET = "start-secret-" + "y" * 32  # shared with the host application
 
 
 @dataclass
@@ -62,9 +65,21 @@ class Rig:
             body = await response.json() if response.content_type == "application/json" else None
             return response.status, response.headers.get("Location", ""), body
 
+    def start_url(self, provider: str, *, base_url: str | None = None, **changes: Any) -> str:
+        """The start URL with a start token the host minted for ``provider``."""
+        token = mint_start(
+            START_SECRET.encode(),
+            provider=changes.get("token_provider", provider),
+            user_ref=changes.get("user_ref", "host-user-7"),
+            return_state="back-to-settings",
+            now=changes.get("now", time.time()),
+            ttl_s=changes.get("ttl_s", 300),
+        )
+        return f"{base_url or self.base_url}/oauth/{provider}/start?token={token}"
+
     async def authorize(self, provider: str, browser: aiohttp.ClientSession | None = None) -> str:
         """Start a flow and let the provider approve it: the callback URL it redirects to."""
-        status, location, _ = await self.get(f"{self.base_url}/oauth/{provider}/start", browser)
+        status, location, _ = await self.get(self.start_url(provider), browser)
         assert status == 302, status
         status, callback, _ = await self.get(location, browser)
         assert status == 302, status
@@ -85,6 +100,7 @@ def _settings(
         "oauth_connect_enabled": True,
         "oauth_redirect_base_url": base_url,
         "oauth_state_secret": STATE_SECRET,
+        "oauth_start_secret": START_SECRET,
         "google_client_id": CLIENT_ID,
         "google_client_secret": CLIENT_SECRET,
         "google_auth_uri": google.auth_uri,
@@ -310,13 +326,60 @@ async def test_success_can_redirect_the_browser(rig: Rig, pool: PgPool, keyring:
     ):
         # The public URL stays the rig's (the provider redirects there): replay the callback
         # on this server by path.
-        status, location, _ = await rig.get(f"{url}/oauth/google/start")
+        status, location, _ = await rig.get(rig.start_url("google", base_url=url))
         assert status == 302
         _, callback, _ = await rig.get(location)
         status, target, _ = await rig.get(url + callback.removeprefix(rig.base_url))
     assert status == 302
-    assert target.startswith("https://app.example/connected?from=iw&account_id=")
-    assert await _accounts(pool) == 1
+    assert target.startswith("https://app.example/connected?from=iw&result=")
+    # The host gets a result it can check: signed by the shared secret, for its user and its
+    # return_state, and never a bare account id.
+    result = parse_qs(urlsplit(target).query)["result"][0]
+    claims = open_result(START_SECRET.encode(), result, now=time.time())
+    (account,) = await list_accounts(pool)
+    assert (claims.account_id, claims.user_ref) == (str(account.id), "host-user-7")
+    assert claims.return_state == "back-to-settings" and "account_id" not in target
+    with pytest.raises(StartRefused):
+        open_result(b"another secret" * 3, result, now=time.time())
+
+
+async def test_only_the_hosts_start_token_starts_a_flow(rig: Rig, pool: PgPool) -> None:
+    # Before: /oauth/{provider}/start was public, so anyone could create accounts.
+    base = f"{rig.base_url}/oauth/google/start"
+    forged = mint_start(
+        b"not the shared secret at all....",
+        provider="google",
+        user_ref="x",
+        return_state="",
+        now=time.time(),
+        ttl_s=60,
+    )
+    refusals = {
+        base: "required",
+        f"{base}?token=garbage": "malformed",
+        f"{base}?token={forged}": "not signed",
+        rig.start_url("google", token_provider="microsoft"): "another provider",
+    }
+    for url, detail in refusals.items():
+        status, location, body = await rig.get(url)
+        assert status == 403 and body["error"] == "start_refused" and detail in body["detail"]
+        assert location == ""
+    expired = mint_start(
+        START_SECRET.encode(),
+        provider="google",
+        user_ref="x",
+        return_state="",
+        now=time.time() - 600,
+        ttl_s=60,
+    )
+    status, _, body = await rig.get(f"{base}?token={expired}")
+    assert status == 403 and "expired" in body["detail"]
+    # Single use: the second start with one token is refused.
+    once = rig.start_url("google")
+    assert (await rig.get(once))[0] == 302
+    status, _, body = await rig.get(once)
+    assert status == 403 and "used already" in body["detail"]
+    assert await _accounts(pool) == 0
 
 
 async def test_the_routes_answer_404_when_disabled(
@@ -351,7 +414,7 @@ async def test_an_expired_flow_is_refused(pool: PgPool, keyring: Keyring, rig: R
             create_connect_app(rig.settings, pool, keyring, session, clock=lambda: now[0])
         ) as url,
     ):
-        status, location, _ = await rig.get(f"{url}/oauth/google/start")
+        status, location, _ = await rig.get(rig.start_url("google", base_url=url, now=now[0]))
         assert status == 302
         _, callback, _ = await rig.get(location)
         now[0] += rig.settings.oauth_state_max_age_s + 1

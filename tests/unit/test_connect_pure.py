@@ -26,6 +26,7 @@ from connect.protocol import (
     parse_token_answer,
     token_form,
 )
+from connect.start_token import StartRefused, mint_start, open_start, seal_result
 from providers import google, microsoft
 
 KEY = b"k" * 32
@@ -260,12 +261,39 @@ def test_the_flow_needs_a_state_secret_and_a_public_url_when_enabled() -> None:
         load_settings(oauth_connect_enabled=True, oauth_state_secret="short")
     message = str(caught.value)
     assert "IW_OAUTH_STATE_SECRET" in message and "IW_OAUTH_REDIRECT_BASE_URL" in message
+    assert "IW_OAUTH_START_SECRET" in message  # the host's start tokens are signed with it
     assert "short" not in message
     settings = load_settings(
         oauth_connect_enabled=True,
         oauth_state_secret="s" * 32,
+        oauth_start_secret="t" * 32,
         oauth_redirect_base_url="https://us.example/base/",
     )
     assert settings.oauth_redirect_base_url == "https://us.example/base"
-    assert "s" * 32 in settings.secret_values()
+    assert {"s" * 32, "t" * 32} <= set(settings.secret_values())
     assert not load_settings().oauth_connect_enabled
+
+
+def test_start_tokens_open_only_as_minted_and_within_ten_minutes() -> None:
+    secret = b"k" * 32
+    token = mint_start(
+        secret, provider="google", user_ref="u1", return_state="r", now=1000, ttl_s=600
+    )
+    claims = open_start(secret, token, now=1001)
+    assert (claims.provider, claims.user_ref, claims.return_state) == ("google", "u1", "r")
+    assert len(claims.nonce) == 32
+    for bad, reason in (
+        (None, "missing"),
+        ("no-dot", "malformed"),
+        (token[:-2] + "xx", "signature"),
+    ):
+        with pytest.raises(StartRefused) as refused:
+            open_start(secret, bad, now=1001)
+        assert refused.value.reason == reason
+    with pytest.raises(StartRefused, match="expired"):
+        open_start(secret, token, now=1600)
+    result = seal_result(secret, claims, account_id="a1", now=1001)
+    with pytest.raises(StartRefused, match="type"):
+        open_start(secret, result, now=1001)  # a result is never a start token
+    with pytest.raises(ValueError, match="ttl_s"):
+        mint_start(secret, provider="g", user_ref="u", return_state="", now=0, ttl_s=601)
