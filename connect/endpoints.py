@@ -85,6 +85,9 @@ class EndpointBook:
             raise DiscoveryFailed(f"discovery failed: {type(exc).__name__}") from None
         authorize = document.get("authorization_endpoint") if isinstance(document, dict) else None
         token = document.get("token_endpoint") if isinstance(document, dict) else None
+        issuer = document.get("issuer") if isinstance(document, dict) else None
         if not isinstance(authorize, str) or not isinstance(token, str):
             raise DiscoveryFailed("discovery document lacks the endpoints")
-        return Endpoints(authorize, token)
+        if not isinstance(issuer, str):
+            raise DiscoveryFailed("discovery document names no issuer")
+        return Endpoints(authorize, token, issuer)

@@ -3,9 +3,11 @@ URL, the callback's query, the token endpoint's form and answer, and the user's 
 
 Invariants: the authorization request always carries ``state``, an S256 PKCE challenge and an
 OpenID ``nonce``; the identity comes only from an id_token issued to our client (``aud``) for
-this flow (``nonce``) - Google's verified ``email``, Microsoft's ``preferred_username`` - read
-without a signature check, as OpenID Connect allows for an id_token received directly from the
-token endpoint over TLS with client authentication; nothing here logs or formats a token.
+this flow (``nonce``) by the provider (``iss``) and not expired (``exp``): its stable subject
+(Google ``sub``, Entra ``tid``:``oid``) binds the account, its display name (Google's verified
+``email``, Microsoft's ``preferred_username``) lists it. It is read without a signature check,
+as OpenID Connect allows for an id_token received directly from the token endpoint over TLS
+with client authentication; nothing here logs or formats a token.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ class ProviderClient:
 class Endpoints:
     authorization_endpoint: str
     token_endpoint: str
+    issuer: str | None = None  # from the discovery document, when there is one
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdentity:
+    """Who signed in: the stable ``subject`` the account is bound to, and its display name."""
+
+    subject: str
+    email: str
+
+
+_EXP_SKEW_S = 60  # the provider's clock and ours may differ this much
 
 
 def authorization_url(
@@ -153,8 +167,17 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def identity(client: ProviderClient, answer: TokenAnswer, nonce: str) -> str:
-    """The account's external user id (an email or UPN) from the answer's id_token."""
+def identity(
+    client: ProviderClient,
+    answer: TokenAnswer,
+    nonce: str,
+    *,
+    issuer: str | None = None,
+    now: float | None = None,
+) -> UserIdentity:
+    """Who the answer's id_token names, checked: issued to our client (``aud``) by the provider
+    (``iss``, the capabilities' issuers or the discovery document's ``issuer``), for this flow
+    (``nonce``), not expired at ``now`` (``exp``); its stable subject and display name."""
     if answer.id_token is None:
         raise AnswerError("no id_token in the token answer")
     claims = jwt_claims(answer.id_token)
@@ -165,11 +188,23 @@ def identity(client: ProviderClient, answer: TokenAnswer, nonce: str) -> str:
     if claims.get("nonce") != nonce:
         raise AnswerError("id_token nonce does not match the flow")
     rule = client.capabilities.identity
+    expires = claims.get("exp")
+    if now is not None and (not isinstance(expires, int) or expires + _EXP_SKEW_S <= now):
+        raise AnswerError("id_token expired")
+    accepted = rule.issuers
+    if not accepted and issuer is not None:
+        accepted = (issuer.replace("{tenantid}", str(claims.get("tid", ""))),)
+    if not accepted or claims.get("iss") not in accepted:
+        raise AnswerError("id_token was not issued by the provider")
     if rule.verified_by is not None and claims.get(rule.verified_by) not in (True, "true"):
         # Google: use the email only when Google verified it.
         raise AnswerError("id_token email is not verified")
+    parts = [claims.get(claim) for claim in rule.subject_claims]
+    if not all(isinstance(part, str) and part.strip() for part in parts):
+        raise AnswerError("id_token names no stable subject")
+    subject = ":".join(str(part).strip() for part in parts)
     for claim in rule.claims:
         name = claims.get(claim)
         if isinstance(name, str) and name.strip():
-            return name.strip()
+            return UserIdentity(subject, name.strip())
     raise AnswerError("id_token names no user")

@@ -52,7 +52,7 @@ from connect.protocol import (
     token_form,
 )
 from connect.start_token import StartClaims, StartRefused, open_start, seal_result
-from operations.accounts import OperatorError, add_account
+from operations.accounts import AccountOfAnotherUser, OperatorError, add_account
 from store.crypto import Keyring
 from store.db import PgPool
 from store.oauth_nonces import spend_nonce
@@ -232,9 +232,12 @@ class ConnectFlow:
     async def _store(
         self, client: ProviderClient, flow: Flow, answer: TokenAnswer
     ) -> tuple[str, str]:
-        """Create or re-activate the account named by the answer's id_token: (id, email)."""
+        """Create or re-activate the account the answer's id_token names (bound to its stable
+        subject; an account of the same e-mail bound to another subject is refused): (id,
+        email)."""
         try:
-            email = identity(client, answer, flow.nonce)
+            issuer = (await self._endpoints(client)).issuer
+            who = identity(client, answer, flow.nonce, issuer=issuer, now=self.clock())
         except AnswerError as exc:
             log.warning(
                 "oauth connect: unusable token answer", provider=client.provider, error=str(exc)
@@ -250,10 +253,18 @@ class ConnectFlow:
                 self.pool,
                 self.keyring,
                 provider=client.provider,
-                email=email,
+                email=who.email,
                 refresh_token=answer.refresh_token,
                 shard_count=self.settings.shard_count,
+                subject=who.subject,
             )
+        except AccountOfAnotherUser:
+            log.warning(
+                "oauth connect: the e-mail's account is another user's", provider=client.provider
+            )
+            raise _Refused(
+                409, "account_of_another_user", "this e-mail's account belongs to another user"
+            ) from None
         except (OperatorError, asyncpg.PostgresError, OSError) as exc:
             log.error(
                 "oauth connect: storing the account failed",
@@ -266,7 +277,7 @@ class ConnectFlow:
         log.info(
             "oauth connect: account connected", provider=client.provider, account_id=str(account.id)
         )
-        return str(account.id), email
+        return str(account.id), who.email
 
     async def _begun(self, request: web.Request) -> StartClaims:
         """The host's start token for this provider, spent now; 403 for anything else."""

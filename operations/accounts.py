@@ -17,9 +17,11 @@ from uuid import UUID
 
 from store.accounts import (
     Account,
+    bind_subject,
     create_account,
     delete_account,
     find_account,
+    find_account_by_subject,
     get_account,
     known_kinds,
     set_status,
@@ -86,6 +88,10 @@ def export_line(provider: str, account_id: UUID, row: dict[str, Any]) -> dict[st
     }
 
 
+class AccountOfAnotherUser(OperatorError):
+    """The e-mail names an account bound to another subject: it is never taken over."""
+
+
 class UnknownAccountKind(OperatorError):
     """The account names a kind that is not registered (not in ``account_kinds``)."""
 
@@ -98,6 +104,7 @@ async def add_account(
     email: str,
     refresh_token: str,
     shard_count: int,
+    subject: str | None = None,
 ) -> Account:
     """Create or find the account, store its credentials encrypted, and make it active.
 
@@ -108,11 +115,26 @@ async def add_account(
     if provider not in kinds:
         raise UnknownAccountKind(f"unknown account kind {provider!r}; known: {', '.join(kinds)}")
     async with transaction(pool) as conn:
-        account = await find_account(conn, provider, email)
+        account = (
+            None if subject is None else await find_account_by_subject(conn, provider, subject)
+        )
+        if account is None:
+            account = await find_account(conn, provider, email)
+            if account is not None and subject is not None:
+                if account.subject not in (None, subject):
+                    # The same e-mail, another user (a reassigned address, a renamed UPN):
+                    # their account and credentials stay theirs.
+                    raise AccountOfAnotherUser(
+                        f"{provider} account {email!r} belongs to another user"
+                    )
+                if account.subject is None:
+                    await bind_subject(conn, account.id, subject)  # adopted: the same user
         if account is None:
             account = await create_account(
                 conn, provider=provider, external_user_id=email, shard_count=shard_count
             )
+            if subject is not None:
+                await bind_subject(conn, account.id, subject)
         await store_credentials(conn, keyring, account.id, Credentials(account.id, refresh_token))
         updated = await set_status(conn, account.id, "active", last_error=None)
     if updated is None:  # pragma: no cover - deleted between statements of one transaction

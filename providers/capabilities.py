@@ -42,10 +42,17 @@ class Syncs(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Which id_token claims name the account (its stable external user id)."""
+    """How an id_token names the account: its stable subject, its display name (the e-mail the
+    account is listed by), and who must have issued it."""
 
-    claims: tuple[str, ...]
+    claims: tuple[str, ...]  # the display name: the first non-empty of these
     verified_by: str | None = None  # a claim that must be true, e.g. ``email_verified``
+    # The stable subject: these claims joined by ":" (Google ``sub``; Entra ``tid`` and
+    # ``oid``: its ``preferred_username`` may change and must not authorize anything).
+    subject_claims: tuple[str, ...] = ("sub",)
+    # The accepted ``iss`` values; empty: the one the discovery document names, with its
+    # ``{tenantid}`` replaced by the token's ``tid``.
+    issuers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

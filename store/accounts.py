@@ -27,7 +27,9 @@ from config.redact import redact_text
 from store.db import Queryable
 from store.vocabulary import STATUSES, Provider, Status
 
-_COLUMNS = "id, provider, external_user_id, shard, status, last_error, created_at, updated_at"
+_COLUMNS = (
+    "id, provider, external_user_id, shard, status, last_error, created_at, updated_at, subject"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Account:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    subject: str | None = None  # the id_token's stable subject, once a connect named it
 
 
 def shard_for(account_id: UUID, shard_count: int) -> int:
@@ -66,6 +69,7 @@ def _account(row: asyncpg.Record) -> Account:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        subject=row["subject"],
     )
 
 
@@ -122,6 +126,25 @@ async def find_account(
         external_user_id,
     )
     return None if row is None else _account(row)
+
+
+async def find_account_by_subject(
+    conn: Queryable, provider: Provider, subject: str
+) -> Account | None:
+    """The account bound to ``subject`` at ``provider``, or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM accounts WHERE provider = $1 AND subject = $2", provider, subject
+    )
+    return None if row is None else _account(row)
+
+
+async def bind_subject(conn: Queryable, account_id: UUID, subject: str) -> None:
+    """Bind an account (that had none) to its subject."""
+    await conn.execute(
+        "UPDATE accounts SET subject = $2, updated_at = now() WHERE id = $1 AND subject IS NULL",
+        account_id,
+        subject,
+    )
 
 
 async def get_account(conn: Queryable, account_id: UUID) -> Account | None:

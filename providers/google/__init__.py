@@ -8,5 +8,10 @@ from providers.capabilities import BudgetScope, Capabilities, ChannelScope, Iden
 CAPABILITIES = Capabilities(
     channel_scope=ChannelScope.CALENDAR,
     budget_scope=BudgetScope.APP,
-    identity=Identity(claims=("email",), verified_by="email_verified"),
+    identity=Identity(
+        claims=("email",),
+        verified_by="email_verified",
+        subject_claims=("sub",),
+        issuers=("https://accounts.google.com", "accounts.google.com"),  # OIDC docs: both
+    ),
 )

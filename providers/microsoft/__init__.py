@@ -9,7 +9,7 @@ from providers.capabilities import BudgetScope, Capabilities, ChannelScope, Iden
 CAPABILITIES = Capabilities(
     channel_scope=ChannelScope.MAILBOX,
     budget_scope=BudgetScope.ACCOUNT,
-    identity=Identity(claims=("preferred_username", "email")),
+    identity=Identity(claims=("preferred_username", "email"), subject_claims=("tid", "oid")),
     mailbox_calendar="primary",
     keepalive=True,
     scope_in_token_grant=True,

@@ -23,6 +23,7 @@ from config.redact import registry_size as redaction_registry_size
 from config.settings import Settings, load_settings
 from connect import create_connect_app
 from connect.start_token import StartRefused, mint_start, open_result
+from operations.accounts import add_account
 from providers.google.auth import GoogleTokenRefresher
 from providers.http import HttpSettings, create_session
 from providers.microsoft.auth import MicrosoftTokenRefresher
@@ -422,3 +423,44 @@ async def test_an_expired_flow_is_refused(pool: PgPool, keyring: Keyring, rig: R
     assert status == 400 and body["error"] == "invalid_state"
     assert "too long" in body["detail"]
     assert await _accounts(pool) == 0
+
+
+async def test_a_connect_never_takes_over_another_users_account(
+    rig: Rig, pool: PgPool, keyring: Keyring
+) -> None:
+    # Before: the e-mail alone named the account, so whoever signed in with that address next
+    # (a reassigned mailbox, a renamed UPN) replaced the credentials silently.
+    theirs = await add_account(
+        pool,
+        keyring,
+        provider="google",
+        email=GOOGLE_USER,
+        refresh_token="1//theirs",
+        shard_count=8,
+        subject="another-users-sub",
+    )
+    status, _, body = await rig.get(await rig.authorize("google"))
+    assert status == 409 and body["error"] == "account_of_another_user"
+    creds = await load_credentials(pool, keyring, theirs.id)
+    assert creds is not None and creds.refresh_token == "1//theirs"
+
+
+async def test_an_account_added_by_token_is_adopted_by_its_first_connect(
+    rig: Rig, pool: PgPool, keyring: Keyring
+) -> None:
+    added = await add_account(
+        pool,
+        keyring,
+        provider="microsoft",
+        email=MICROSOFT_USER,
+        refresh_token="1.AQ-old",
+        shard_count=8,
+    )
+    assert added.subject is None
+    status, _, body = await rig.get(await rig.authorize("microsoft"))
+    assert status == 200 and body["account_id"] == str(added.id)
+    bound = await find_account(pool, "microsoft", MICROSOFT_USER)
+    assert bound is not None and bound.subject is not None and ":" in bound.subject  # tid:oid
+    # Signing in again as the same user finds the account by its subject.
+    status, _, again = await rig.get(await rig.authorize("microsoft"))
+    assert status == 200 and again["account_id"] == str(added.id)

@@ -20,6 +20,7 @@ from connect.protocol import (
     Denied,
     ProviderClient,
     TokenAnswer,
+    UserIdentity,
     authorization_url,
     identity,
     parse_callback,
@@ -196,16 +197,50 @@ def _answer(claims: dict[str, Any]) -> TokenAnswer:
     return TokenAnswer(access_token="at", id_token=_jwt(claims))
 
 
-def test_google_identity_is_the_verified_email() -> None:
-    claims = {"aud": "gid", "nonce": "n", "email": "a@example.com", "email_verified": True}
-    assert identity(GOOGLE, _answer(claims), "n") == "a@example.com"
+GOOGLE_ISS = "https://accounts.google.com"
+ENTRA = "https://login.microsoftonline.com/{tenantid}/v2.0"  # the common authority's issuer
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def test_google_identity_is_the_sub_listed_by_the_verified_email() -> None:
+    claims = {
+        "aud": "gid",
+        "nonce": "n",
+        "iss": GOOGLE_ISS,
+        "sub": "1065",
+        "exp": 2000,
+        "email": "a@example.com",
+        "email_verified": True,
+    }
+    assert identity(GOOGLE, _answer(claims), "n", now=1000) == UserIdentity("1065", "a@example.com")
+    assert identity(GOOGLE, _answer(claims | {"iss": "accounts.google.com"}), "n").subject == "1065"
     with pytest.raises(AnswerError, match="not verified"):
         identity(GOOGLE, _answer({**claims, "email_verified": False}), "n")
+    with pytest.raises(AnswerError, match="not issued by the provider"):
+        identity(GOOGLE, _answer(claims | {"iss": "https://evil.example"}), "n")
+    with pytest.raises(AnswerError, match="expired"):
+        identity(GOOGLE, _answer(claims), "n", now=2100)
+    with pytest.raises(AnswerError, match="stable subject"):
+        identity(GOOGLE, _answer({k: v for k, v in claims.items() if k != "sub"}), "n")
 
 
-def test_microsoft_identity_is_the_preferred_username() -> None:
-    claims = {"aud": ["mid"], "nonce": "n", "preferred_username": "b@contoso.example"}
-    assert identity(MICROSOFT, _answer(claims), "n") == "b@contoso.example"
+def test_microsoft_identity_is_tenant_and_object_id_listed_by_the_preferred_username() -> None:
+    claims = {
+        "aud": ["mid"],
+        "nonce": "n",
+        "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "tid": TENANT,
+        "oid": "00000000-0000-0000-66f3-3332eca7ea81",
+        "exp": 2000,
+        "preferred_username": "b@contoso.example",
+    }
+    who = identity(MICROSOFT, _answer(claims), "n", issuer=ENTRA, now=1000)
+    assert who == UserIdentity(f"{TENANT}:{claims['oid']}", "b@contoso.example")
+    other_tenant = claims | {"tid": "11111111-2222-3333-4444-555555555555"}
+    with pytest.raises(AnswerError, match="not issued by the provider"):
+        identity(MICROSOFT, _answer(other_tenant), "n", issuer=ENTRA)  # iss names the old one
+    with pytest.raises(AnswerError, match="not issued by the provider"):
+        identity(MICROSOFT, _answer(claims), "n")  # no issuer known: nothing to accept
 
 
 @pytest.mark.parametrize(
@@ -213,14 +248,18 @@ def test_microsoft_identity_is_the_preferred_username() -> None:
     [
         ({"aud": "other", "nonce": "n", "preferred_username": "b"}, "not issued to this client"),
         ({"aud": "mid", "nonce": "replayed", "preferred_username": "b"}, "nonce"),
-        ({"aud": "mid", "nonce": "n"}, "names no user"),
+        (
+            {"aud": "mid", "nonce": "n", "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0"}
+            | {"tid": TENANT, "oid": "o"},
+            "names no user",
+        ),
     ],
 )
 def test_an_id_token_for_another_client_or_flow_is_refused(
     claims: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(AnswerError, match=message):
-        identity(MICROSOFT, _answer(claims), "n")
+        identity(MICROSOFT, _answer(claims), "n", issuer=ENTRA)
 
 
 def test_answers_without_a_usable_id_token_are_refused() -> None:
