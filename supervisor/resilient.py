@@ -30,6 +30,10 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A pooled connection the server dropped mid-query can be left in a state asyncpg refuses
+    # to use ("cannot switch to state ..."): seen when Postgres stops under a running replica
+    # (tests/system/test_postgres_outage.py). The restarted loop gets a fresh connection.
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )
