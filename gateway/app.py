@@ -56,6 +56,7 @@ GOOGLE_PATH = "/webhooks/google"
 MICROSOFT_PATH = "/webhooks/microsoft"
 MICROSOFT_LIFECYCLE_PATH = "/webhooks/microsoft/lifecycle"
 MAX_VALIDATION_TOKEN_CHARS = 2048  # Graph's opaque tokens are a few hundred characters
+READY_CACHE_S = 1.0  # a readiness answer is reused this long
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 METRICS_PATH = "/metrics"
@@ -129,6 +130,8 @@ class _Gateway:
         self._clock = clock
         self._body_deadline_s = body_deadline_s
         self.bodies = bodies
+        self._ready: tuple[float, dict[str, str]] | None = None  # (loop time, checks)
+        self._ready_lock = asyncio.Lock()
 
     async def _read(self, request: web.Request) -> bytes:
         """The request's body, within its size, its deadline and the bodies in flight."""
@@ -286,10 +289,17 @@ class _Gateway:
         return web.json_response({"status": "ok"})
 
     async def ready(self, _request: web.Request) -> web.Response:
-        """``GET /readyz``: 200 when Postgres and Redis answer, else 503 naming the failures."""
-        checks = await probe_all(
-            {"postgres": probe_postgres(self._pool), "redis": probe_redis(self._redis)}
-        )
+        """``GET /readyz``: 200 when Postgres and Redis answer, else 503 naming the failures.
+        The answer is at most ``READY_CACHE_S`` old and one probe runs at a time, so a flood of
+        probes (the path is unauthenticated) costs Postgres and Redis one query per period."""
+        async with self._ready_lock:
+            now = asyncio.get_running_loop().time()
+            if self._ready is None or now - self._ready[0] >= READY_CACHE_S:
+                checks = await probe_all(
+                    {"postgres": probe_postgres(self._pool), "redis": probe_redis(self._redis)}
+                )
+                self._ready = (asyncio.get_running_loop().time(), checks)
+            checks = self._ready[1]
         status, body = readiness(checks)
         return web.json_response(body, status=status)
 

@@ -3,6 +3,7 @@ Postgres and Redis: readiness fails when Redis is stopped or unreachable, and co
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import socket
@@ -60,6 +61,35 @@ async def test_gateway_is_ready_with_postgres_and_redis(pool: PgPool, redis: Red
         assert await get(f"{base}/healthz") == (200, {"status": "ok"})
         status, body = await get(f"{base}/readyz")
         assert (status, body["checks"]) == (200, {"postgres": "ok", "redis": "ok"})
+    finally:
+        await server.close()
+
+
+class CountingPool:
+    """The real pool, counting the readiness queries that reach it."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self.pool = pool
+        self.queries = 0
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        self.queries += 1
+        return await self.pool.fetchval(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+
+async def test_a_flood_of_readiness_probes_costs_one_query(pool: PgPool, redis: Redis) -> None:
+    # Before: /readyz is unauthenticated and ran a query per call.
+    counting = CountingPool(pool)
+    server = TestServer(create_app(counting, redis))
+    await server.start_server()
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        answers = await asyncio.gather(*(get(f"{base}/readyz") for _ in range(50)))
+        assert {status for status, _ in answers} == {200}
+        assert counting.queries == 1
     finally:
         await server.close()
 
