@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from admin.auth import hash_token
+from admin.auth import presented_hash
 from metrics import events as metrics
 
 log = structlog.get_logger("admin.audit")
@@ -28,15 +28,8 @@ FINGERPRINT_HEX = 12
 
 def caller_of(authorization: str | None) -> str:
     """Who made the call, safe to log: a prefix of the token's configured hash."""
-    if authorization is None:
-        return "anonymous"
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return "anonymous"
-    try:
-        return "sha256:" + hash_token(token.strip())[:FINGERPRINT_HEX]
-    except UnicodeEncodeError:
-        return "anonymous"
+    digest = presented_hash(authorization)
+    return "anonymous" if digest is None else "sha256:" + digest[:FINGERPRINT_HEX]
 
 
 @web.middleware

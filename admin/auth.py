@@ -29,17 +29,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def token_accepted(header: str | None, hashes: Sequence[str]) -> bool:
-    """Whether an ``Authorization`` header carries a token whose hash is one of ``hashes``."""
+def presented_hash(header: str | None) -> str | None:
+    """The hash of the bearer token an ``Authorization`` header carries, or None (no header,
+    another scheme, an empty token, raw bytes that are not UTF-8)."""
     if header is None:
-        return False
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return False
+        return None
     try:
-        presented = hash_token(token.strip()).encode()
+        return hash_token(token.strip())
     except UnicodeEncodeError:  # raw bytes that are not UTF-8 (decoded as surrogates)
+        return None
+
+
+def token_accepted(header: str | None, hashes: Sequence[str]) -> bool:
+    """Whether an ``Authorization`` header carries a token whose hash is one of ``hashes``."""
+    digest = presented_hash(header)
+    if digest is None:
         return False
+    presented = digest.encode()
     accepted = False
     for expected in hashes:
         accepted |= hmac.compare_digest(presented, expected.lower().encode())

@@ -21,11 +21,13 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
 
 from cluster.keys import message_number_key, notifications_key, shard_of, unread_key
@@ -98,6 +100,9 @@ return {outcome, id}
 """
 
 
+_SCRIPTS: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
 def unread_marker(shard: int, fields: Mapping[bytes | str, bytes | str]) -> str | None:
     """The unread marker of a read entry's channel and kind, or None for an entry of no
     channel (an operator's or the API's request)."""
@@ -115,7 +120,9 @@ async def append_notifications(
     the entry that carries it ("" for a replay), in one round trip."""
     if not entries:
         return []
-    script = redis.register_script(_APPEND_NOTIFICATION)
+    script = _SCRIPTS.get(redis)
+    if script is None:  # its SHA is computed once per client, not once per notification
+        script = _SCRIPTS[redis] = redis.register_script(_APPEND_NOTIFICATION)
     async with redis.pipeline(transaction=False) as pipe:
         for entry in entries:
             fields = entry.fields

@@ -10,13 +10,11 @@ proves that the code was asked for by this browser's flow).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from connect.signed import Unsealed, seal, unseal
 
 COOKIE_NAME = "iw_oauth_flow"
 
@@ -45,22 +43,9 @@ class FlowRefused(Exception):
         self.reason: Reason = reason
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, payload: str) -> str:
-    return _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest())
-
-
 def seal_flow(key: bytes, flow: Flow) -> str:
     """The cookie value: urlsafe-base64 JSON of the flow, a dot, its HMAC."""
-    payload = _b64(json.dumps(asdict(flow), separators=(",", ":")).encode())
-    return f"{payload}.{_mac(key, payload)}"
+    return seal(key, asdict(flow))
 
 
 def open_flow(
@@ -73,16 +58,11 @@ def open_flow(
     max_age_s: float,
 ) -> Flow:
     """The flow sealed in ``value`` if it matches this callback; FlowRefused otherwise."""
-    if not value:
-        raise FlowRefused("missing")
-    payload, dot, mac = value.partition(".")
-    if not dot or not payload.isascii():
-        raise FlowRefused("malformed")
-    if not hmac.compare_digest(_mac(key, payload), mac):
-        raise FlowRefused("signature")
     try:
-        flow = Flow(**json.loads(_unb64(payload)))
-    except (ValueError, TypeError, binascii.Error):
+        flow = Flow(**unseal(key, value))
+    except Unsealed as refused:
+        raise FlowRefused(refused.reason) from None
+    except TypeError:
         raise FlowRefused("malformed") from None
     if flow.provider != provider:
         raise FlowRefused("provider")

@@ -9,8 +9,9 @@ same way: the account, the user reference and the ``return_state``, with its own
 short expiry, so the host can tell it came from us, for this start, once.
 
 Invariants:
-- a token is ``base64url(JSON claims) "." base64url(HMAC-SHA256(secret, that base64url))``;
-  the claims carry ``typ`` (``start`` or ``result``), so one kind is never taken for the other;
+- a token is ``base64url(JSON claims) "." base64url(HMAC-SHA256(secret, that base64url))``
+  (``connect.signed``, the flow cookie's format); the claims carry ``typ`` (``start`` or
+  ``result``), so one kind is never taken for the other;
 - ``open_start`` refuses (``StartRefused`` with a reason safe to show) a token that is
   malformed, not signed with the secret, of another type, expired, or that lives longer than
   ``MAX_START_TTL_S``; single use is the caller's (it records the nonce);
@@ -19,14 +20,11 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from connect.signed import Unsealed, seal, unseal
 
 MAX_START_TTL_S = 600  # ten minutes
 RESULT_TTL_S = 300
@@ -66,37 +64,15 @@ class ResultClaims:
     nonce: str
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _sign(secret: bytes, payload: str) -> str:
-    return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
-
-
-def _seal(secret: bytes, typ: str, claims: Any) -> str:
-    payload = _b64(json.dumps({"typ": typ, **asdict(claims)}, separators=(",", ":")).encode())
-    return f"{payload}.{_sign(secret, payload)}"
+def _seal(secret: bytes, typ: str, claims: StartClaims | ResultClaims) -> str:
+    return seal(secret, {"typ": typ, **asdict(claims)})
 
 
 def _open(secret: bytes, token: str | None, typ: str) -> dict[str, Any]:
-    if not token:
-        raise StartRefused("missing")
-    payload, dot, signature = token.partition(".")
-    if not dot or len(token) > 4096:
-        raise StartRefused("malformed")
-    if not hmac.compare_digest(_sign(secret, payload), signature):
-        raise StartRefused("signature")
     try:
-        claims = json.loads(_unb64(payload))
-    except (ValueError, binascii.Error):
-        raise StartRefused("malformed") from None
-    if not isinstance(claims, dict):
-        raise StartRefused("malformed")
+        claims = unseal(secret, token, max_chars=4096)
+    except Unsealed as refused:
+        raise StartRefused(refused.reason) from None
     if claims.pop("typ", None) != typ:
         raise StartRefused("type")
     return claims

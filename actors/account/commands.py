@@ -195,6 +195,8 @@ Step = (
     | RecordRevoked
 )
 Command = Effect | Step
+# The union again, as a tuple: isinstance() over it narrows to ``Step`` for mypy, which
+# ``typing.get_args(Step)`` would not (tests/unit/test_account_core.py checks they agree).
 STEPS = (
     Load,
     SyncAll,

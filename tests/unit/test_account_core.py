@@ -41,6 +41,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import get_args
 
 import pytest
 
@@ -1320,3 +1321,7 @@ def test_random_runs_reach_every_command_and_outcome() -> None:
     assert sum(s.incarnations for s in sims) > 2 * len(sims)
     acked, excused = sum(len(s.acked) for s in sims), sum(len(s.excused) for s in sims)
     assert acked > 1000 and excused < acked / 20
+
+
+def test_the_steps_tuple_is_the_step_union() -> None:
+    assert set(STEPS) == set(get_args(Step))
