@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 worker
 COPY --from=build /opt/venv /opt/venv
 USER worker
-# gateway, admin API, a replica's /metrics /healthz /readyz. aiomonitor stays on 127.0.0.1 in
+# gateway webhooks, admin API, the ops port (/metrics /healthz /readyz of a replica or gateway). aiomonitor stays on 127.0.0.1 in
 # the container (no authentication, runs code): reach it with `docker exec` / `kubectl exec`.
 EXPOSE 8080 8082 9108
 STOPSIGNAL SIGTERM

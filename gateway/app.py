@@ -11,8 +11,8 @@ Invariants:
   malformed, 403 bad token or resource id, 404 unknown channel, 410 expired channel, 413 body too
   large; Graph 200 handshake, 202 when at least one item was appended or none was rejected,
   403 when every item was rejected, 400, 413, 415 for a non-JSON content type;
-- ``/healthz`` probes nothing, ``/readyz`` probes Postgres and Redis, ``/metrics`` renders the
-  process's metrics (docs/metrics.md).
+- it serves only ``/webhooks/``: the probes and the metrics are on the ops port
+  (``gateway.ops``), which never faces the internet.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -42,7 +41,6 @@ from gateway.limits import (
 )
 from gateway.verify import Rejection, plausible_id, verify
 from metrics import events as metrics
-from metrics.health import probe_all, probe_postgres, probe_redis, readiness
 from providers.errors import InvalidNotification
 from providers.google import notifications as google
 from providers.microsoft import notifications as microsoft
@@ -56,10 +54,6 @@ GOOGLE_PATH = "/webhooks/google"
 MICROSOFT_PATH = "/webhooks/microsoft"
 MICROSOFT_LIFECYCLE_PATH = "/webhooks/microsoft/lifecycle"
 MAX_VALIDATION_TOKEN_CHARS = 2048  # Graph's opaque tokens are a few hundred characters
-READY_CACHE_S = 1.0  # a readiness answer is reused this long
-HEALTH_PATH = "/healthz"
-READY_PATH = "/readyz"
-METRICS_PATH = "/metrics"
 DEFAULT_TIMEOUT_S = 2.0  # under Graph's 3 s delivery budget, so a slow Redis is a 503, not slow
 
 # Google treats any status but 2xx/5xx as a failed message and does not retry it.
@@ -130,8 +124,6 @@ class _Gateway:
         self._clock = clock
         self._body_deadline_s = body_deadline_s
         self.bodies = bodies
-        self._ready: tuple[float, dict[str, str]] | None = None  # (loop time, checks)
-        self._ready_lock = asyncio.Lock()
 
     async def _read(self, request: web.Request) -> bytes:
         """The request's body, within its size, its deadline and the bodies in flight."""
@@ -284,31 +276,6 @@ class _Gateway:
         # A batch that proved nothing genuine is refused; an empty one has nothing to refuse.
         return _empty(403 if notifications and not entries else 202)
 
-    async def health(self, _request: web.Request) -> web.Response:
-        """``GET /healthz``: the process serves requests (dependencies are not probed)."""
-        return web.json_response({"status": "ok"})
-
-    async def ready(self, _request: web.Request) -> web.Response:
-        """``GET /readyz``: 200 when Postgres and Redis answer, else 503 naming the failures.
-        The answer is at most ``READY_CACHE_S`` old and one probe runs at a time, so a flood of
-        probes (the path is unauthenticated) costs Postgres and Redis one query per period."""
-        async with self._ready_lock:
-            now = asyncio.get_running_loop().time()
-            if self._ready is None or now - self._ready[0] >= READY_CACHE_S:
-                checks = await probe_all(
-                    {"postgres": probe_postgres(self._pool), "redis": probe_redis(self._redis)}
-                )
-                self._ready = (asyncio.get_running_loop().time(), checks)
-            checks = self._ready[1]
-        status, body = readiness(checks)
-        return web.json_response(body, status=status)
-
-    async def scrape(self, _request: web.Request) -> web.Response:
-        """``GET /metrics``: the process's metrics in Prometheus' text format."""
-        return web.Response(
-            body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
-        )
-
 
 def client_gone(request: web.Request) -> bool:
     """Whether the client's connection is closed or closing (it cannot read an answer)."""
@@ -394,7 +361,4 @@ def create_app(
     app.router.add_post(GOOGLE_PATH, gateway.google)
     app.router.add_post(MICROSOFT_PATH, gateway.microsoft)
     app.router.add_post(MICROSOFT_LIFECYCLE_PATH, gateway.microsoft)
-    app.router.add_get(HEALTH_PATH, gateway.health)
-    app.router.add_get(READY_PATH, gateway.ready)
-    app.router.add_get(METRICS_PATH, gateway.scrape)
     return app

@@ -96,7 +96,13 @@ api_refusals = Counter(
 )
 http_connections_refused = Counter(
     f"{PREFIX}http_connections_refused_total",
-    "Connections closed at once because the listener held its maximum (gateway, api).",
+    "New connections closed at once because the listener held its maximum, none of them idle.",
+    ["listener"],
+    registry=registry,
+)
+http_connections_evicted = Counter(
+    f"{PREFIX}http_connections_evicted_total",
+    "Idle connections closed to admit a new one because the listener held its maximum.",
     ["listener"],
     registry=registry,
 )

@@ -3,10 +3,12 @@
 Invariants:
 - the schema of a configured database is never changed (the gateway needs no DDL rights;
   ``migrate`` or a replica does that); only embedded throwaway databases are migrated here;
-- the listening socket, the Redis client and the pool are closed when ``serve`` returns or is
+- two listeners: the webhooks on ``host:port`` (internet-facing, bounded by
+  ``supervisor.http_server``) and the probes and metrics on the ops port (``gateway.ops``,
+  cluster-internal); neither serves the other's paths;
+- the listening sockets, the Redis client and the pool are closed when ``serve`` returns or is
   cancelled (cleanup is shielded from the cancellation);
-- the listener bounds slow and numerous clients (``supervisor.http_server``); the access log is
-  off: its lines carry query strings (Graph's validation tokens).
+- the access log is off: its lines carry query strings (Graph's validation tokens).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.limits import DEFAULT_MAX_BODY_BYTES
+from gateway.ops import create_ops_app
 from kinds import default_registry
 from store.db import create_pool
 from store.migrate import migrate
-from supervisor.http_server import HttpLimits, run_app
+from supervisor.http_server import HttpLimits, run_app, serving_ops
 from supervisor.services import open_services
 
 log = structlog.get_logger("gateway")
@@ -47,7 +50,8 @@ async def serve(
                 max_bodies_in_flight=settings.http_max_bodies_in_flight,
             )
             limits = HttpLimits.from_settings(settings)
-            await run_app(app, host=host, port=port, limits=limits, name="gateway")
+            async with serving_ops(create_ops_app(pool, redis), settings, name="gateway ops"):
+                await run_app(app, host=host, port=port, limits=limits, name="gateway")
         finally:
             with anyio.CancelScope(shield=True):
                 await redis.aclose()

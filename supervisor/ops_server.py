@@ -18,8 +18,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import anyio
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -27,11 +25,10 @@ from prometheus_client.exposition import generate_latest
 from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings
 from metrics.health import probe_all, probe_postgres, probe_redis, readiness, shard_standing
+from supervisor.http_server import serving_ops
 from supervisor.metric_collectors import ReplicaCollector, ReplicaState, combined
 from supervisor.outbox_figures import OutboxFigures
 from supervisor.replica import Replica
-
-log = structlog.get_logger("supervisor.ops")
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
@@ -118,28 +115,6 @@ async def open_ops_server(
 ) -> AsyncIterator[OpsServer | None]:
     """Serve the ops endpoints on ``ops_host:ops_port`` while the block runs; None when
     disabled or when the port cannot be bound (logged)."""
-    if not settings.ops_enabled:
-        yield None
-        return
-    runner = web.AppRunner(create_ops_app(replica, keeper), access_log=None)
-    await runner.setup()
-    try:
-        server = None
-        try:
-            site = web.TCPSite(runner, settings.ops_host, settings.ops_port)
-            await site.start()
-        except OSError as exc:
-            log.warning(
-                "ops server not started",
-                host=settings.ops_host,
-                port=settings.ops_port,
-                error=type(exc).__name__,
-            )
-        else:
-            bound = runner.addresses[0]
-            server = OpsServer(settings.ops_host, int(bound[1]))
-            log.info("ops server listening", host=server.host, port=server.port)
-        yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
+    app = create_ops_app(replica, keeper)
+    async with serving_ops(app, settings, name="ops server") as bound:
+        yield None if bound is None else OpsServer(*bound)

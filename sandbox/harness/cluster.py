@@ -232,15 +232,16 @@ class Cluster:
         return await self.spawn(replica_id, "supervise", **{**env, "IW_REPLICA_ID": replica_id})
 
     async def start_gateway(self) -> Process:
-        """``integration-worker gateway``, once it answers /healthz."""
-        gateway = await self.spawn("gateway", "gateway")
+        """``integration-worker gateway``, once its ops port answers /healthz."""
+        ops_port = free_port()
+        gateway = await self.spawn("gateway", "gateway", IW_OPS_PORT=str(ops_port))
         async with aiohttp.ClientSession() as http:
 
             async def listening() -> bool:
                 if not gateway.running:
                     pytest.fail(f"the gateway exited: {gateway.log_path.read_text()[-2000:]}")
                 try:
-                    async with http.get(f"{self.gateway_url}/healthz") as response:
+                    async with http.get(f"http://127.0.0.1:{ops_port}/healthz") as response:
                         return response.status == 200
                 except aiohttp.ClientConnectionError:
                     return False

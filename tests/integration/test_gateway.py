@@ -6,7 +6,6 @@ import asyncio
 import io
 import random
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from gateway.verify import Rejection, plausible_id, token_matches, verify
 from providers.google.notifications import parse_notifications as parse_google
 from providers.models import Notification, NotificationKind
 from sandbox.embedded import EmbeddedRedis, Services
+from sandbox.harness.cluster import free_port, wait_for
 from store.accounts import Account, create_account
 from store.channels import ChannelRow, hash_token, save_channel
 from store.db import PgPool
@@ -410,12 +410,13 @@ async def test_graph_refuses_bad_requests(client: Client, app: web.Application) 
 # --- robustness ---------------------------------------------------------------------------
 
 
-async def test_routes_and_health(client: Client) -> None:
+async def test_routes_and_no_ops_paths(client: Client) -> None:
     assert (await client.get("/webhooks/google")).status == 405
     assert (await client.post("/webhooks/slack")).status == 404
-    health = await client.get("/healthz")
-    assert health.status == 200
-    assert await health.json() == {"status": "ok"}
+    # Before: the probes and /metrics answered on the internet-facing port; they are on the
+    # ops port now (gateway.ops), so the webhook listener knows nothing of them.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await client.get(path)).status == 404
 
 
 def _garbage_text(rng: random.Random) -> str:
@@ -620,25 +621,36 @@ async def test_a_flooded_graph_batch_costs_one_log_line_and_one_entry(
     assert app[STATS].coalesced == 2999 and app[STATS].appended == 1
 
 
-async def test_serve_runs_until_cancelled(services: Services, database_url: str) -> None:
+async def test_serve_splits_webhooks_and_ops_ports(services: Services, database_url: str) -> None:
+    port, ops_port = free_port(), free_port()
     settings = Settings(
-        database_url=SecretStr(database_url), redis_url=SecretStr(services.redis_url)
+        database_url=SecretStr(database_url),
+        redis_url=SecretStr(services.redis_url),
+        ops_port=ops_port,
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port))
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
+
+            async def status(url: str) -> int | None:
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        assert response.status == 200
-                        break
+                    async with session.get(url) as response:
+                        return response.status
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.02)
-            else:
-                pytest.fail("the gateway never listened")
+                    return None
+
+            ops, webhooks = f"http://127.0.0.1:{ops_port}", f"http://127.0.0.1:{port}"
+
+            async def listening() -> bool:
+                return await status(f"{ops}/healthz") == 200
+
+            await wait_for(listening, "the gateway's ops listener")
+            assert await status(f"{ops}/readyz") == 200
+            assert await status(f"{ops}/metrics") == 200
+            assert await status(f"{ops}/webhooks/google") == 404  # no webhooks on the ops port
+            assert await status(f"{webhooks}/webhooks/google") == 405  # POST only
+            for path in ("/healthz", "/readyz", "/metrics"):
+                assert await status(f"{webhooks}{path}") == 404
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from cluster.lease_state import LeasePolicy
 from cluster.leases import LeaseStore
 from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings, load_settings
-from gateway.app import create_app
+from gateway.ops import create_ops_app
 from sandbox.embedded import EmbeddedRedis
 from store.crypto import generate_key
 from store.db import PgPool, create_pool
@@ -49,7 +49,7 @@ def closed_port() -> int:
 
 
 async def serve_gateway(pool: PgPool, redis: Redis) -> TestServer:
-    server = TestServer(create_app(pool, redis))
+    server = TestServer(create_ops_app(pool, redis))
     await server.start_server()
     return server
 
@@ -83,7 +83,7 @@ class CountingPool:
 async def test_a_flood_of_readiness_probes_costs_one_query(pool: PgPool, redis: Redis) -> None:
     # Before: /readyz is unauthenticated and ran a query per call.
     counting = CountingPool(pool)
-    server = TestServer(create_app(counting, redis))
+    server = TestServer(create_ops_app(counting, redis))
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")

@@ -86,18 +86,8 @@ async def test_a_stalled_body_is_answered_408_and_closed(pool: PgPool, redis: Re
 async def test_bodies_in_flight_are_capped_with_503(pool: PgPool, redis: Redis) -> None:
     # A body deadline long enough that the two uploads surely still hold their slots.
     async with gateway(pool, redis, bodies=2, body_deadline_s=5.0) as address:
-        stalled = [await _open(address) for _ in range(2)]
-        for _, writer in stalled:
-            writer.write(
-                b"POST /webhooks/microsoft HTTP/1.1\r\nHost: gw\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n{"
-            )
-            await writer.drain()
-        budget = GATEWAYS[-1][BODIES]
-        deadline = asyncio.get_running_loop().time() + WAIT_S
-        while budget.in_flight < 2:  # both uploads are being read
-            assert asyncio.get_running_loop().time() < deadline, "the uploads never started"
-            await asyncio.sleep(0.01)
+        stalled = [await _stall_upload(address) for _ in range(2)]
+        await _wait_bodies(GATEWAYS[-1], 2)  # both uploads are being read
         reader, writer = await _open(address)
         writer.write(
             b"POST /webhooks/microsoft HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
@@ -106,21 +96,76 @@ async def test_bodies_in_flight_are_capped_with_503(pool: PgPool, redis: Redis) 
         await writer.drain()
         assert (await _closed_by_server(reader)).startswith(b"HTTP/1.1 503")  # retried later
         writer.close()
-        for reader, writer in stalled:
-            assert (await _closed_by_server(reader)).startswith(b"HTTP/1.1 408")
-            writer.close()
+        for held, held_writer in stalled:
+            assert (await _closed_by_server(held)).startswith(b"HTTP/1.1 408")
+            held_writer.close()
 
 
-async def test_connections_past_the_cap_are_closed_at_once(pool: PgPool, redis: Redis) -> None:
+async def _stall_upload(
+    address: tuple[str, int],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection in a request: its headers sent, its body stalled after one byte."""
+    reader, writer = await _open(address)
+    writer.write(
+        b"POST /webhooks/microsoft HTTP/1.1\r\nHost: gw\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n{"
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def _wait_bodies(app: web.Application, count: int) -> None:
+    budget = app[BODIES]
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while budget.in_flight < count:
+        assert asyncio.get_running_loop().time() < deadline, "the uploads never started"
+        await asyncio.sleep(0.01)
+
+
+async def test_past_the_cap_the_longest_idle_connection_makes_room(
+    pool: PgPool, redis: Redis
+) -> None:
+    # Before: the new connection was closed even while idle keep-alive connections held the
+    # slots, so a few idle clients locked everyone else out until their keep-alive ended.
+    evicted = metrics.http_connections_evicted.labels("gateway")
+    before = evicted._value.get()
+    async with gateway(pool, redis, body_deadline_s=5.0) as address:
+        idle_reader, idle_writer = await _open(address)  # one request, then kept alive
+        idle_writer.write(b"GET /webhooks/google HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await idle_writer.drain()
+        assert (await idle_reader.readline()).startswith(b"HTTP/1.1 405")
+        fresh_reader, fresh_writer = await _open(address)  # open, nothing sent yet
+        busy = [await _stall_upload(address) for _ in range(LIMITS.max_connections - 2)]
+        await _wait_bodies(GATEWAYS[-1], len(busy))
+        # The cap is reached; a new client is admitted and the longest idle one goes.
+        reader, writer = await _open(address)
+        await _closed_by_server(idle_reader)  # EOF: the kept-alive connection was closed
+        writer.write(b"GET /webhooks/google HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(WAIT_S):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 405")
+        assert evicted._value.get() == before + 1
+        # The uploads, in a request, were never candidates; the unsent one was next in line.
+        assert not fresh_reader.at_eof()
+        assert not any(held.at_eof() for held, _ in busy)
+        for w in (idle_writer, fresh_writer, writer, *(w for _, w in busy)):
+            w.close()
+
+
+async def test_past_the_cap_with_every_connection_busy_the_new_one_is_closed(
+    pool: PgPool, redis: Redis
+) -> None:
     refused = metrics.http_connections_refused.labels("gateway")
     before = refused._value.get()
-    async with gateway(pool, redis) as address:
-        held = [await _open(address) for _ in range(LIMITS.max_connections)]
+    async with gateway(pool, redis, body_deadline_s=5.0) as address:
+        busy = [await _stall_upload(address) for _ in range(LIMITS.max_connections)]
+        await _wait_bodies(GATEWAYS[-1], len(busy))
         reader, writer = await _open(address)
         assert await _closed_by_server(reader) == b""
         writer.close()
         assert refused._value.get() == before + 1
-        for _, held_writer in held:
+        assert not any(held.at_eof() for held, _ in busy)
+        for _, held_writer in busy:
             held_writer.close()
 
 

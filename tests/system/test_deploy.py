@@ -183,6 +183,18 @@ def test_k8s_gives_the_gateway_its_own_secret_and_exposes_only_the_webhooks() ->
     (ingress,) = (d for d in documents if d["kind"] == "Ingress")
     paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
     assert paths == ["/webhooks/"]
+    # The probes and the scrape use the ops port, which the Service does not expose.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": int(env["IW_GATEWAY_PORT"]), "ops": int(env["IW_OPS_PORT"])}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == env["IW_OPS_PORT"]
+    (service,) = (
+        d for d in documents if d["kind"] == "Service" and "gateway" in d["metadata"]["name"]
+    )
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
 
 
 def test_k8s_replicas_probe_the_ops_port_and_outlast_their_shutdown() -> None:
