@@ -12,17 +12,14 @@ with client authentication; nothing here logs or formats a token.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from providers.capabilities import Capabilities
+from providers.identity import IdentityError, jwt_claims, stable_subject, tenant_issuer
 
 # Microsoft: openid/profile for the id_token and preferred_username, offline_access for the
 # refresh token (v2-oauth2-auth-code-flow: "Only provided if offline_access scope was requested").
@@ -56,9 +53,6 @@ class UserIdentity:
 
     subject: str
     email: str
-
-
-_EXP_SKEW_S = 60  # the provider's clock and ours may differ this much
 
 
 def authorization_url(
@@ -153,56 +147,39 @@ def parse_token_answer(body: bytes) -> TokenAnswer:
         raise AnswerError("token answer is not a JSON object with an access_token") from None
 
 
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT, undecoded signature; AnswerError if it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:  # header.payload.signature
-        raise AnswerError("id_token is not a JWT")
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        raise AnswerError("id_token payload is not JSON") from None
-    if not isinstance(claims, dict):
-        raise AnswerError("id_token payload is not an object")
-    return claims
-
-
 def identity(
     client: ProviderClient,
     answer: TokenAnswer,
     nonce: str,
     *,
     issuer: str | None = None,
-    now: float | None = None,
+    now: float,
 ) -> UserIdentity:
     """Who the answer's id_token names, checked: issued to our client (``aud``) by the provider
     (``iss``, the capabilities' issuers or the discovery document's ``issuer``), for this flow
     (``nonce``), not expired at ``now`` (``exp``); its stable subject and display name."""
     if answer.id_token is None:
         raise AnswerError("no id_token in the token answer")
-    claims = jwt_claims(answer.id_token)
-    audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    if client.client_id not in audiences:
-        raise AnswerError("id_token was not issued to this client")
-    if claims.get("nonce") != nonce:
-        raise AnswerError("id_token nonce does not match the flow")
     rule = client.capabilities.identity
-    expires = claims.get("exp")
-    if now is not None and (not isinstance(expires, int) or expires + _EXP_SKEW_S <= now):
-        raise AnswerError("id_token expired")
-    accepted = rule.issuers
-    if not accepted and issuer is not None:
-        accepted = (issuer.replace("{tenantid}", str(claims.get("tid", ""))),)
-    if not accepted or claims.get("iss") not in accepted:
-        raise AnswerError("id_token was not issued by the provider")
+    try:
+        claims = jwt_claims(answer.id_token)
+        if claims.get("nonce") != nonce:
+            raise AnswerError("id_token nonce does not match the flow")
+        accepted = rule.issuers
+        if not accepted and issuer is not None:
+            accepted = (tenant_issuer(issuer, claims),)
+        subject = stable_subject(
+            claims,
+            rule,
+            client_id=client.client_id,
+            issuers=accepted,
+            now=now,
+        )
+    except IdentityError as exc:
+        raise AnswerError(str(exc)) from None
     if rule.verified_by is not None and claims.get(rule.verified_by) not in (True, "true"):
         # Google: use the email only when Google verified it.
         raise AnswerError("id_token email is not verified")
-    parts = [claims.get(claim) for claim in rule.subject_claims]
-    if not all(isinstance(part, str) and part.strip() for part in parts):
-        raise AnswerError("id_token names no stable subject")
-    subject = ":".join(str(part).strip() for part in parts)
     for claim in rule.claims:
         name = claims.get(claim)
         if isinstance(name, str) and name.strip():

@@ -47,6 +47,11 @@ class CalendarProvider(Protocol):
         """Exchange a refresh token for a new access token (and maybe a rotated refresh token)."""
         ...
 
+    async def identify(self, access_token: str) -> str | None:
+        """The account's stable subject asked of the provider (for a refresh answer that named
+        none); None when the grant does not let the provider say."""
+        ...
+
     async def list_calendars(self, access_token: str) -> list[CalendarInfo]:
         """Every calendar of the account."""
         ...

@@ -34,6 +34,9 @@ class TokenGrant:
     expires_at: datetime
     refresh_token: str | None = field(default=None, repr=False)
     scopes: tuple[str, ...] = ()
+    # The account's stable subject when the answer named it (a checked id_token, Entra's
+    # client_info); None: ask ``CalendarProvider.identify`` if it matters.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -44,7 +45,8 @@ class Account:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
-    subject: str | None = None  # the id_token's stable subject, once a connect named it
+    # The stable subject (Google sub, Entra tid:oid), once a connect or a refresh named it.
+    subject: str | None = None
 
 
 def shard_for(account_id: UUID, shard_count: int) -> int:
@@ -145,6 +147,36 @@ async def bind_subject(conn: Queryable, account_id: UUID, subject: str) -> None:
         account_id,
         subject,
     )
+
+
+class Learned(enum.Enum):
+    """What ``learn_subject`` found."""
+
+    BOUND = "bound"  # the account had no subject and is bound to this one now
+    KNOWN = "known"  # the account was bound to it already
+    HELD_ELSEWHERE = "held_elsewhere"  # another account of the kind is bound to it
+    CONFLICT = "conflict"  # the account is bound to another subject
+
+
+async def learn_subject(
+    conn: Queryable, account_id: UUID, provider: Provider, subject: str
+) -> Learned:
+    """Bind the account to ``subject`` unless it or the subject is bound already (call in a
+    transaction: the account's row is locked until it ends)."""
+    current = await conn.fetchval(
+        "SELECT subject FROM accounts WHERE id = $1 FOR UPDATE", account_id
+    )
+    if current == subject:
+        return Learned.KNOWN
+    if current is not None:
+        return Learned.CONFLICT
+    holder = await conn.fetchval(
+        "SELECT id FROM accounts WHERE provider = $1 AND subject = $2", provider, subject
+    )
+    if holder is not None:
+        return Learned.HELD_ELSEWHERE
+    await bind_subject(conn, account_id, subject)
+    return Learned.BOUND
 
 
 async def get_account(conn: Queryable, account_id: UUID) -> Account | None:

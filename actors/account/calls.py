@@ -9,14 +9,18 @@ Invariants:
   ``Throttled``, an unreachable one ``Transient``; a provider's Retry-After blocks the bucket
   for every replica, not only this account, for at most ``rate_penalty_max_s``;
 - a Retry-After beyond ``retry_after_max_s`` is cut to it before the error leaves (the sync's
-  and the outbox's retries obey the cut value); every cut is logged and counted.
+  and the outbox's retries obey the cut value); every cut is logged and counted;
+- an account without a subject (added by refresh token) learns it at a refresh: from the
+  answer, else by asking the provider (``identify``, whose failure only postpones it to the
+  next refresh); a refresh naming another subject than the account's is ``AuthRevoked``
+  and its tokens are not stored: another user's credentials never sync into an account.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import structlog
@@ -25,10 +29,11 @@ from actors.account.context import AccountContext
 from actors.account.policy import should_refresh
 from cluster.rate_limit import RateLimited, RateLimiterUnavailable
 from metrics import events as metrics
-from providers.errors import ProviderError, Throttled, Transient, Unauthorized
+from providers.errors import AuthRevoked, ProviderError, Throttled, Transient, Unauthorized
 from providers.interface import CalendarProvider
-from store.accounts import Account
+from store.accounts import Account, Learned, learn_subject
 from store.credentials import Credentials, store_credentials
+from store.db import Queryable
 from store.fencing import fenced_transaction
 
 T = TypeVar("T")
@@ -71,6 +76,9 @@ class AccountCalls:
             metrics.token_refresh_failures.labels(self.provider.name, error.kind.value).inc()
             self._bound_retry_after(error)
             raise
+        subject = grant.subject
+        if subject is None and self.account.subject is None:
+            subject = await self._identify(grant.access_token)
         updated = Credentials(
             creds.account_id,
             refresh_token=grant.refresh_token or creds.refresh_token,
@@ -79,9 +87,37 @@ class AccountCalls:
             scopes=grant.scopes or creds.scopes,
         )
         async with fenced_transaction(self.ctx.pool, self.account.shard, self.epoch) as conn:
+            if subject is not None:
+                await self._learn(conn, subject)
             await store_credentials(conn, self.ctx.keyring, creds.account_id, updated)
         self.creds = updated
         return grant.access_token
+
+    async def _identify(self, access_token: str) -> str | None:
+        try:
+            return await self.provider.identify(access_token)
+        except ProviderError as error:  # the next refresh asks again
+            log.warning("subject not learned", account=str(self.account.id), error=error.kind.value)
+            return None
+
+    async def _learn(self, conn: Queryable, subject: str) -> None:
+        """Bind the account to the refresh's subject, or refuse another user's credentials."""
+        account = self.account
+        learned = await learn_subject(conn, account.id, account.provider, subject)
+        if learned is Learned.CONFLICT:
+            raise AuthRevoked(
+                "the credentials belong to another user than the account's",
+                provider=self.provider.name,
+                reason="subject_mismatch",
+            )
+        if learned is Learned.HELD_ELSEWHERE:
+            # The same user added twice (an alias e-mail): both keep syncing; the operator
+            # removes one. Never re-bound silently.
+            log.warning("account's user is bound to another account", account=str(account.id))
+            return
+        if learned is Learned.BOUND:
+            log.info("account bound to its subject", account=str(account.id))
+        self.account = replace(account, subject=subject)
 
     def _bound_retry_after(self, error: ProviderError) -> None:
         """Cut the error's Retry-After to ``retry_after_max_s``: what the actor's retry and the

@@ -9,7 +9,10 @@ Invariants:
   providers.md A.6) on 5xx/408/429 and ``server_error``-like answers; our transport stops it by
   raising on such an answer, so one refresh is one POST and the actor's policy decides;
 - failures are ``ProviderError``s: ``invalid_grant`` is ``AuthRevoked``; messages and exception
-  chains never carry token values (google-auth exceptions are not chained).
+  chains never carry token values (google-auth exceptions are not chained);
+- an id_token in the answer (Google sends one when ``openid`` was granted) names the grant's
+  subject only after ``providers.identity`` checked it; an unusable one is ignored, never a
+  failed refresh.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -26,14 +30,18 @@ import google.auth.transport
 import google.auth.transport.requests
 import orjson
 import requests
+import structlog
 from google.auth import exceptions as auth_exceptions
 from google.oauth2.credentials import Credentials
 
 from providers.errors import AuthRevoked, Permanent, ProviderError, Throttled, Transient
+from providers.google import CAPABILITIES
 from providers.http import MAX_TOKEN_ANSWER_BYTES, parse_retry_after, read_requests_capped
+from providers.identity import IdentityError, jwt_claims, stable_subject
 from providers.models import TokenGrant
 
 PROVIDER = "google"
+log = structlog.get_logger("providers.google.auth")
 
 # Used only if the token endpoint omits expires_in (Google always sends it). Too long is
 # harmless: a refused token is a 401, which makes the actor refresh.
@@ -195,11 +203,32 @@ class GoogleTokenRefresher:
             raise Transient(
                 "Google token endpoint answered malformed", provider=PROVIDER, status=200
             ) from None
-        return _grant(credentials, transport, refresh_token)
+        return _grant(credentials, transport, refresh_token, self._subject(credentials))
+
+    def _subject(self, credentials: Credentials) -> str | None:
+        """The stable subject the answer's id_token names, checked; None without a usable one."""
+        token = credentials.id_token
+        if not isinstance(token, str) or not token:
+            return None
+        try:
+            claims = jwt_claims(token)
+            return stable_subject(
+                claims,
+                CAPABILITIES.identity,
+                client_id=self._client_id,
+                issuers=CAPABILITIES.identity.issuers,
+                now=time.time(),
+            )
+        except IdentityError as exc:
+            log.warning("refresh id_token not usable", provider=PROVIDER, reason=str(exc))
+            return None
 
 
 def _grant(
-    credentials: Credentials, transport: _RecordingTransport, old_refresh_token: str
+    credentials: Credentials,
+    transport: _RecordingTransport,
+    old_refresh_token: str,
+    subject: str | None,
 ) -> TokenGrant:
     token = credentials.token
     if not isinstance(token, str) or not token:
@@ -214,6 +243,7 @@ def _grant(
         expires_at=expires_at,
         refresh_token=new_refresh_token if new_refresh_token != old_refresh_token else None,
         scopes=transport.scopes,
+        subject=subject,
     )
 
 

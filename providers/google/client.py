@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import aiohttp
 
@@ -118,6 +118,9 @@ class GoogleCalendarProvider:
         self._session = session
         self._base_url = api_base_url if api_base_url.endswith("/") else api_base_url + "/"
         self._page_size = page_size
+        # Google's tokeninfo endpoint sits beside its token endpoint (oauth2.googleapis.com).
+        self._tokeninfo_url = urljoin(token_uri, "tokeninfo")
+        self._client_id = client_id
         self._refresher = GoogleTokenRefresher(
             token_uri=token_uri,
             client_id=client_id,
@@ -161,6 +164,30 @@ class GoogleCalendarProvider:
     async def refresh_access_token(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token through google-auth (off the loop); see ``auth``."""
         return await self._refresher.refresh(refresh_token)
+
+    async def identify(self, access_token: str) -> str | None:
+        """The account's ``sub`` from the tokeninfo endpoint, when the token was issued to our
+        client and its scopes let Google name the user; else None."""
+        response = await send(
+            self._session,
+            "GET",
+            self._tokeninfo_url,
+            provider=PROVIDER,
+            headers={"Accept": "application/json"},
+            params={"access_token": access_token},
+        )
+        if response.status == 400:  # Google's answer for a token it does not know
+            return None
+        if not 200 <= response.status < 300:
+            raise self._error(response, "tokeninfo")
+        try:
+            info = _json_object(response)
+        except MalformedPayload as exc:
+            raise _malformed("tokeninfo", exc) from None
+        subject = info.get("sub")
+        if info.get("aud") != self._client_id or not isinstance(subject, str):
+            return None
+        return subject.strip() or None
 
     # --- reads -----------------------------------------------------------------------------
 

@@ -14,12 +14,17 @@ Invariants:
   one POST (no adapter retries, no msal replays);
 - failures are ``ProviderError``s mapped from the OAuth ``error`` code and the recorded HTTP
   status; messages carry codes and statuses, never tokens or the endpoint's description, and
-  a non-JSON answer is refused before msal could log its body.
+  a non-JSON answer is refused before msal could log its body;
+- the grant's subject (``tid``:``oid``) comes from the answer's id_token, checked by
+  ``providers.identity`` against the authority's per-tenant issuer, else from its
+  ``client_info`` (``uid`` is the object id, ``utid`` the tenant); never a failed refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +37,16 @@ from urllib.parse import urlsplit
 import msal
 import orjson
 import requests
+import structlog
 
 from providers.errors import AuthRevoked, Permanent, ProviderError, Throttled, Transient
 from providers.http import MAX_TOKEN_ANSWER_BYTES, parse_retry_after, read_requests_capped
+from providers.identity import IdentityError, jwt_claims, stable_subject, tenant_issuer
+from providers.microsoft import CAPABILITIES
 from providers.models import TokenGrant
 
 PROVIDER = "microsoft"
+log = structlog.get_logger("providers.microsoft.auth")
 
 # msal's own default when the token endpoint omits expires_in (providers.md B.4).
 DEFAULT_TOKEN_LIFETIME = timedelta(seconds=600)
@@ -287,7 +296,25 @@ class MicrosoftTokenRefresher:
             raise Transient("Microsoft token endpoint answered malformed", provider=PROVIDER)
         if "error" in result or "access_token" not in result:
             raise self._failure(result)
-        return _grant(result, refresh_token, self._clock())
+        return _grant(result, refresh_token, self._clock(), self._subject(result))
+
+    def _subject(self, result: Mapping[str, Any]) -> str | None:
+        """The stable subject the answer names (its id_token, else its client_info)."""
+        token = result.get("id_token")
+        if isinstance(token, str) and token:
+            try:
+                claims = jwt_claims(token)
+                origin = "{0.scheme}://{0.netloc}".format(urlsplit(self._authority))
+                return stable_subject(
+                    claims,
+                    CAPABILITIES.identity,
+                    client_id=self._client_id,
+                    issuers=(tenant_issuer(f"{origin}/{{tenantid}}/v2.0", claims),),
+                    now=self._clock().timestamp(),
+                )
+            except IdentityError as exc:
+                log.warning("refresh id_token not usable", provider=PROVIDER, reason=str(exc))
+        return client_info_subject(result.get("client_info"))
 
     def _failure(self, result: Mapping[str, Any]) -> ProviderError:
         """The taxonomy error for a failed refresh, from the OAuth code and the HTTP status."""
@@ -309,7 +336,25 @@ class MicrosoftTokenRefresher:
         return Permanent(message, **common)
 
 
-def _grant(result: Mapping[str, Any], old_refresh_token: str, now: datetime) -> TokenGrant:
+def client_info_subject(client_info: object) -> str | None:
+    """``tid:oid`` from Entra's ``client_info`` (base64url JSON ``{"uid", "utid"}``)."""
+    if not isinstance(client_info, str) or not client_info:
+        return None
+    try:
+        info = orjson.loads(base64.urlsafe_b64decode(client_info + "=" * (-len(client_info) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(info, dict):
+        return None
+    uid, utid = info.get("uid"), info.get("utid")
+    if isinstance(uid, str) and uid.strip() and isinstance(utid, str) and utid.strip():
+        return f"{utid.strip()}:{uid.strip()}"
+    return None
+
+
+def _grant(
+    result: Mapping[str, Any], old_refresh_token: str, now: datetime, subject: str | None
+) -> TokenGrant:
     token = result.get("access_token")
     if not isinstance(token, str) or not token:
         raise Transient("Microsoft token endpoint returned no access token", provider=PROVIDER)
@@ -338,4 +383,5 @@ def _grant(result: Mapping[str, Any], old_refresh_token: str, now: datetime) -> 
         expires_at=now + lifetime,
         refresh_token=rotated,
         scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+        subject=subject,
     )

@@ -168,6 +168,12 @@ class MicrosoftCalendarProvider:
         """Exchange a refresh token through msal (off the loop); see ``auth``."""
         return await self._refresher.refresh(refresh_token)
 
+    async def identify(self, access_token: str) -> str | None:
+        """None: msal always asks for ``openid``, so every refresh answer names the subject
+        (its id_token or client_info) and there is nothing more to ask Graph."""
+        del access_token
+        return None
+
     # --- reads -----------------------------------------------------------------------------
 
     async def list_calendars(self, access_token: str) -> list[CalendarInfo]:

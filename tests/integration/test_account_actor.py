@@ -36,6 +36,7 @@ from store.fencing import take_shard
 from store.vocabulary import Provider
 
 CLIENT_ID = "iw-test"
+CALENDAR = "https://www.googleapis.com/auth/calendar"
 SHARD = 0
 WAIT_S = 10.0
 
@@ -83,19 +84,28 @@ class World:
     epochs: dict[int, int] = field(default_factory=dict)
     ctx: AccountContext | None = None
 
-    async def add_account(self, provider: Provider) -> tuple[str, str]:
-        """A user in the emulator and its account in Postgres; (account id, calendar id)."""
+    async def add_account(
+        self, provider: Provider, *, scopes: tuple[str, ...] = (), user: str | None = None
+    ) -> tuple[str, str]:
+        """A user in the emulator and its account in Postgres; (account id, calendar id).
+        Google grants ``scopes`` beside the calendar; ``user``: a new refresh token of that
+        existing (seeded) user, for an account listed under another e-mail."""
         email = f"u{secrets.token_hex(3)}@example.com"
         control: Any = (self.google if provider == "google" else self.microsoft).control
-        user = control.add_user(email, CLIENT_ID)
+        if provider == "google":
+            granted = control.add_user(user or email, CLIENT_ID, scopes=(CALENDAR, *scopes))
+        else:
+            granted = control.add_user(user or email, CLIENT_ID)
         account = await create_account(
             self.pool, provider=provider, external_user_id=email, shard_count=1
         )
-        creds = Credentials(account.id, refresh_token=user["refresh_token"])
+        creds = Credentials(account.id, refresh_token=granted["refresh_token"])
         await store_credentials(self.pool, self.keyring, account.id, creds)
-        seed(provider, control, email)
+        if user is None:
+            seed(provider, control, email)
         # The Graph client names the default calendar "primary", as Google does.
-        return str(account.id), str(user["calendar_id"]) if provider == "google" else "primary"
+        calendar = str(granted["calendar_id"]) if provider == "google" else "primary"
+        return str(account.id), calendar
 
     async def start(self, account_id: str) -> ActorCell[Any]:
         assert self.ctx is not None
@@ -441,3 +451,79 @@ async def test_timers_rebase_the_window_and_keep_the_microsoft_token_alive(world
 
     await wait_for(rebased_and_refreshed, "a window rebase and a keep-alive refresh")
     assert await updated_at(world, account_id) == before  # the new round changed nothing
+
+
+# --- who the account is --------------------------------------------------------------------
+
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+
+
+async def subject_of(world: World, account_id: str) -> str | None:
+    account = await get_account(world.pool, uuid.UUID(account_id))
+    assert account is not None
+    return account.subject
+
+
+@pytest.mark.parametrize(
+    ("provider", "scopes", "learned"),
+    [
+        ("google", ("openid",), "the refresh's id_token"),
+        ("google", (EMAIL_SCOPE,), "tokeninfo"),
+        ("google", (), "nothing: the calendar scope alone names nobody"),
+        ("microsoft", (), "the refresh's id_token"),
+    ],
+)
+async def test_an_account_added_by_refresh_token_learns_its_subject_at_its_first_refresh(
+    world: World, provider: Provider, scopes: tuple[str, ...], learned: str
+) -> None:
+    # Before: such accounts stayed unbound until their user went through the connect flow.
+    account_id, cal = await world.add_account(provider, scopes=scopes)
+    assert await subject_of(world, account_id) is None
+    await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    subject = await subject_of(world, account_id)
+    if learned.startswith("nothing"):
+        assert subject is None
+    elif provider == "microsoft":
+        user = next(iter(world.microsoft.control._dir.users.values()))
+        assert subject == f"{user.tenant_id}:{user.id}"
+    else:
+        assert subject is not None and subject.isdigit()
+
+
+async def test_another_users_credentials_never_sync_into_a_bound_account(world: World) -> None:
+    account_id, cal = await world.add_account("google", scopes=("openid",))
+    await world.pool.execute(
+        "UPDATE accounts SET subject = 'someone-else' WHERE id = $1", uuid.UUID(account_id)
+    )
+    cell = await world.start(account_id)
+
+    async def refused() -> bool:
+        account = await get_account(world.pool, uuid.UUID(account_id))
+        return account is not None and account.status == "needs_reauth"
+
+    await wait_for(refused, "the account to need re-authorization")
+    account = await get_account(world.pool, uuid.UUID(account_id))
+    assert account is not None and account.subject == "someone-else"
+    assert account.last_error is not None and "another user" in account.last_error
+    creds = await load_credentials(world.pool, world.keyring, uuid.UUID(account_id))
+    assert creds is not None and creds.access_token is None  # the grant was not kept
+    assert await world.events(account_id) == set()
+    assert cell.status == "needs_reauth"
+    assert await get_calendar_state(world.pool, uuid.UUID(account_id), cal) is None
+
+
+async def test_a_user_added_twice_keeps_the_first_binding(world: World) -> None:
+    first_id, cal = await world.add_account("google", scopes=("openid",))
+    await world.start(first_id)
+    await world.wait_synced(first_id, cal)
+    subject = await subject_of(world, first_id)
+    assert subject is not None
+    first = await get_account(world.pool, uuid.UUID(first_id))
+    assert first is not None
+    user = first.external_user_id
+    second_id, _ = await world.add_account("google", scopes=("openid",), user=user)
+    await world.start(second_id)
+    await world.wait_synced(second_id, cal)  # it syncs, as it did before
+    assert await subject_of(world, second_id) is None  # but is never bound to the same user
+    assert await subject_of(world, first_id) == subject

@@ -738,3 +738,42 @@ async def test_timed_draft_round_trips_through_sync(world: World) -> None:
     [synced] = [e for p in await _drain(world) for e in p.upserts if e.id == created.id]
     assert synced.timing == draft.timing
     assert (synced.title, synced.description) == (draft.title, draft.description)
+
+
+# --- who the account is -------------------------------------------------------------------
+
+
+async def test_a_refresh_names_the_subject_only_when_openid_was_granted(world: World) -> None:
+    plain = await world.provider.refresh_access_token(world.refresh_token)
+    assert plain.subject is None  # no id_token without openid
+    assert await world.provider.identify(plain.access_token) is None  # tokeninfo: no sub
+    openid = world.control.add_user("bob@example.com", CLIENT_ID, scopes=(SCOPE, "openid"))
+    grant = await world.provider.refresh_access_token(openid["refresh_token"])
+    assert grant.subject is not None and grant.subject.isdigit()
+    assert await world.provider.identify(grant.access_token) == grant.subject
+
+
+async def test_tokeninfo_names_the_user_of_an_email_grant_issued_to_us(world: World) -> None:
+    email_scope = "https://www.googleapis.com/auth/userinfo.email"
+    user = world.control.add_user("carol@example.com", CLIENT_ID, scopes=(SCOPE, email_scope))
+    grant = await world.provider.refresh_access_token(user["refresh_token"])
+    assert grant.subject is None  # no openid, no id_token
+    subject = await world.provider.identify(grant.access_token)
+    assert subject is not None and subject.isdigit()
+    assert await world.provider.identify("ya29.unknown") is None
+    # A token another client obtained names nobody to us (its aud is not our client).
+    world.control.add_client("other-client", "other-secret")
+    foreign = world.control.add_user("carol@example.com", "other-client", scopes=(email_scope,))
+    other = GoogleCalendarProvider(
+        world.session,
+        api_base_url=world.emulator.api_base_url,
+        token_uri=world.emulator.token_uri,
+        client_id="other-client",
+        client_secret="other-secret",
+    )
+    try:
+        token = (await other.refresh_access_token(foreign["refresh_token"])).access_token
+    finally:
+        await other.aclose()
+    assert await other.identify(token) == subject
+    assert await world.provider.identify(token) is None

@@ -9,6 +9,7 @@ validation handshake with ``validation_token`` and records every notification PO
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from providers.errors import (
 )
 from providers.http import HttpResponse, HttpSettings, create_session
 from providers.interface import CalendarProvider, verify_notification
+from providers.microsoft.auth import client_info_subject
 from providers.microsoft.client import MicrosoftCalendarProvider
 from providers.microsoft.mapping import PRIMARY
 from providers.microsoft.notifications import parse_notifications, validation_token
@@ -206,6 +208,22 @@ async def test_refresh_rotates_the_refresh_token(world: World) -> None:
     # The rotated token works, and the access token it brings is accepted by Graph.
     rotated = await world.provider.refresh_access_token(grant.refresh_token)
     assert await world.provider.list_calendars(rotated.access_token)
+
+
+async def test_a_refresh_names_the_stable_subject(world: World) -> None:
+    # An account added by refresh token learns who it is at its first refresh: Entra's
+    # tenant and object id, from the id_token msal always asks for.
+    other = world.control.add_user("renamed@contoso.example", CLIENT_ID)
+    grant = await world.provider.refresh_access_token(other["refresh_token"])
+    assert grant.subject == f"{other['tenant_id']}:{other['id']}"
+    assert await world.provider.identify(grant.access_token) is None  # nothing more to ask
+
+
+def test_client_info_names_tenant_and_object_id() -> None:
+    info = base64.urlsafe_b64encode(b'{"uid": "o-1", "utid": "t-1"}').decode().rstrip("=")
+    assert client_info_subject(info) == "t-1:o-1"
+    for bad in (None, "", "!!", base64.urlsafe_b64encode(b'{"uid": "o"}').decode(), "W10"):
+        assert client_info_subject(bad) is None
 
 
 async def test_tokens_of_one_account_are_never_served_to_another(world: World) -> None:

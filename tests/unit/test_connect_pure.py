@@ -213,15 +213,18 @@ def test_google_identity_is_the_sub_listed_by_the_verified_email() -> None:
         "email_verified": True,
     }
     assert identity(GOOGLE, _answer(claims), "n", now=1000) == UserIdentity("1065", "a@example.com")
-    assert identity(GOOGLE, _answer(claims | {"iss": "accounts.google.com"}), "n").subject == "1065"
+    assert (
+        identity(GOOGLE, _answer(claims | {"iss": "accounts.google.com"}), "n", now=1000).subject
+        == "1065"
+    )
     with pytest.raises(AnswerError, match="not verified"):
-        identity(GOOGLE, _answer({**claims, "email_verified": False}), "n")
+        identity(GOOGLE, _answer({**claims, "email_verified": False}), "n", now=1000)
     with pytest.raises(AnswerError, match="not issued by the provider"):
-        identity(GOOGLE, _answer(claims | {"iss": "https://evil.example"}), "n")
+        identity(GOOGLE, _answer(claims | {"iss": "https://evil.example"}), "n", now=1000)
     with pytest.raises(AnswerError, match="expired"):
         identity(GOOGLE, _answer(claims), "n", now=2100)
     with pytest.raises(AnswerError, match="stable subject"):
-        identity(GOOGLE, _answer({k: v for k, v in claims.items() if k != "sub"}), "n")
+        identity(GOOGLE, _answer({k: v for k, v in claims.items() if k != "sub"}), "n", now=1000)
 
 
 def test_microsoft_identity_is_tenant_and_object_id_listed_by_the_preferred_username() -> None:
@@ -238,9 +241,10 @@ def test_microsoft_identity_is_tenant_and_object_id_listed_by_the_preferred_user
     assert who == UserIdentity(f"{TENANT}:{claims['oid']}", "b@contoso.example")
     other_tenant = claims | {"tid": "11111111-2222-3333-4444-555555555555"}
     with pytest.raises(AnswerError, match="not issued by the provider"):
-        identity(MICROSOFT, _answer(other_tenant), "n", issuer=ENTRA)  # iss names the old one
+        # The iss names the old tenant.
+        identity(MICROSOFT, _answer(other_tenant), "n", issuer=ENTRA, now=1000)
     with pytest.raises(AnswerError, match="not issued by the provider"):
-        identity(MICROSOFT, _answer(claims), "n")  # no issuer known: nothing to accept
+        identity(MICROSOFT, _answer(claims), "n", now=1000)  # no issuer known: nothing to accept
 
 
 @pytest.mark.parametrize(
@@ -250,7 +254,7 @@ def test_microsoft_identity_is_tenant_and_object_id_listed_by_the_preferred_user
         ({"aud": "mid", "nonce": "replayed", "preferred_username": "b"}, "nonce"),
         (
             {"aud": "mid", "nonce": "n", "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0"}
-            | {"tid": TENANT, "oid": "o"},
+            | {"tid": TENANT, "oid": "o", "exp": 2000},
             "names no user",
         ),
     ],
@@ -259,14 +263,14 @@ def test_an_id_token_for_another_client_or_flow_is_refused(
     claims: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(AnswerError, match=message):
-        identity(MICROSOFT, _answer(claims), "n", issuer=ENTRA)
+        identity(MICROSOFT, _answer(claims), "n", issuer=ENTRA, now=1000)
 
 
 def test_answers_without_a_usable_id_token_are_refused() -> None:
     with pytest.raises(AnswerError, match="no id_token"):
-        identity(MICROSOFT, TokenAnswer(access_token="at"), "n")
+        identity(MICROSOFT, TokenAnswer(access_token="at"), "n", now=1000)
     with pytest.raises(AnswerError, match="not a JWT"):
-        identity(MICROSOFT, TokenAnswer(access_token="at", id_token="opaque"), "n")
+        identity(MICROSOFT, TokenAnswer(access_token="at", id_token="opaque"), "n", now=1000)
 
 
 def test_providers_are_served_only_with_a_configured_client() -> None:

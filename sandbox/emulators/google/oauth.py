@@ -1,13 +1,15 @@
 """Google's OAuth 2.0 endpoints for web-server apps: the authorization endpoint
-(``GET /o/oauth2/v2/auth``, a sign-in without UI) and the token endpoint (``POST /token``) with
-the refresh_token and authorization_code grants.
+(``GET /o/oauth2/v2/auth``, a sign-in without UI), the token endpoint (``POST /token``) with
+the refresh_token and authorization_code grants, and ``GET /tokeninfo?access_token=``.
 
 Invariants: a refresh never returns a new refresh_token; a code grant returns one only for
-``access_type=offline`` and an id_token (with ``email`` under the ``email`` scope) only for
-``openid``; a revoked or unknown refresh token, and a reused, expired, foreign or unverified
-code, are 400 ``invalid_grant``; an unknown client or wrong secret is 401 ``invalid_client``;
-the authorization endpoint redirects only to a well-formed ``redirect_uri`` of a known client,
-with ``state`` unchanged.
+``access_type=offline``; both return an id_token (with ``email`` under the ``email`` scope)
+only for ``openid``, a refresh's without ``nonce``; tokeninfo names the user (``sub``) only
+for a token with ``openid``, ``email`` or ``profile`` and answers 400 ``invalid_token`` for
+an unknown or expired one; a revoked or unknown refresh token, and a reused, expired, foreign
+or unverified code, are 400 ``invalid_grant``; an unknown client or wrong secret is 401
+``invalid_client``; the authorization endpoint redirects only to a well-formed
+``redirect_uri`` of a known client, with ``state`` unchanged.
 """
 
 from __future__ import annotations
@@ -115,7 +117,41 @@ def _refresh(backend: Backend, fields: dict[str, str]) -> web.Response:
         fields["refresh_token"],
         fields.get("scope") or None,
     )
-    return web.json_response(_access_body(backend, grant), headers=_NO_CACHE)
+    body = _access_body(backend, grant)
+    scopes = tuple(grant.scope.split())
+    if "openid" in scopes:
+        now = int(store.clock.now().timestamp())
+        body["id_token"] = _id_token(
+            grant.email, grant.client_id, scopes, nonce=None, now=now, lifetime=3600
+        )
+    return web.json_response(body, headers=_NO_CACHE)
+
+
+async def tokeninfo(request: web.Request) -> web.Response:
+    """What Google knows of an access token: its client, scopes, expiry and, for identity
+    scopes, its user."""
+    store = request.app[BACKEND].store
+    grant = store.access_grants.get(request.query.get("access_token", ""))
+    now = store.clock.now()
+    if grant is None or grant.expires_at <= now:
+        return _error(400, "invalid_token", "Invalid Value")
+    scopes = grant.scope.split()
+    expires_in = int((grant.expires_at - now).total_seconds())
+    info: dict[str, Any] = {
+        "azp": grant.client_id,
+        "aud": grant.client_id,
+        "scope": grant.scope,
+        "exp": str(int(grant.expires_at.timestamp())),
+        "expires_in": str(expires_in),
+        "access_type": "offline",
+    }
+    if {"openid", "email", "profile"} & set(scopes) or any(
+        s.endswith(("/userinfo.email", "/userinfo.profile")) for s in scopes
+    ):
+        info["sub"] = _subject(grant.email)
+    if "email" in scopes or any(s.endswith("/userinfo.email") for s in scopes):
+        info.update(email=grant.email, email_verified="true")
+    return web.json_response(info, headers=_NO_CACHE)
 
 
 def _redeem(backend: Backend, fields: dict[str, str]) -> web.Response:
@@ -155,7 +191,14 @@ def _redeem(backend: Backend, fields: dict[str, str]) -> web.Response:
             approval.user, client.client_id, approval.scopes
         )
     if "openid" in approval.scopes:
-        body["id_token"] = _id_token(approval, int(now.timestamp()), body["expires_in"])
+        body["id_token"] = _id_token(
+            approval.user,
+            approval.client_id,
+            approval.scopes,
+            nonce=approval.nonce,
+            now=int(now.timestamp()),
+            lifetime=body["expires_in"],
+        )
     return web.json_response(body, headers=_NO_CACHE)
 
 
@@ -169,20 +212,32 @@ def _access_body(backend: Backend, grant: AccessGrant) -> dict[str, Any]:
     }
 
 
-def _id_token(approval: Approval, now: int, lifetime: int) -> str:
+def _subject(email: str) -> str:
+    # A stable per-user number, as Google's "sub" is.
+    return str(int.from_bytes(hashlib.sha256(email.encode()).digest()[:8], "big"))
+
+
+def _id_token(
+    user: str,
+    client_id: str,
+    scopes: tuple[str, ...],
+    *,
+    nonce: str | None,
+    now: int,
+    lifetime: int,
+) -> str:
     claims: dict[str, Any] = {
         "iss": ISSUER,
-        "azp": approval.client_id,
-        "aud": approval.client_id,
-        # A stable per-user number, as Google's "sub" is.
-        "sub": str(int.from_bytes(hashlib.sha256(approval.user.encode()).digest()[:8], "big")),
+        "azp": client_id,
+        "aud": client_id,
+        "sub": _subject(user),
         "iat": now,
         "exp": now + lifetime,
     }
-    if "email" in approval.scopes:
-        claims.update(email=approval.user, email_verified=True)
-    if approval.nonce is not None:
-        claims["nonce"] = approval.nonce
+    if "email" in scopes:
+        claims.update(email=user, email_verified=True)
+    if nonce is not None:
+        claims["nonce"] = nonce
     return _signer().sign(claims)
 
 

@@ -85,6 +85,7 @@ class GoogleEmulator:
         app[control.CONTROL] = self.control
         api.add_routes(app)
         app.router.add_post("/token", oauth.token)
+        app.router.add_get("/tokeninfo", oauth.tokeninfo)
         app.router.add_get(oauth.AUTHORIZE_PATH, oauth.authorize)
         control.add_routes(app)
         await self.backend.hub.start()
