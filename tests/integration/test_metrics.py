@@ -30,6 +30,7 @@ from cluster.leases import LeaseStore
 from cluster.shard_keeper import ShardKeeper
 from config.settings import Settings, load_settings
 from gateway.app import create_app
+from gateway.ops import create_ops_app
 from metrics import events
 from metrics.health import readiness, shard_standing
 from providers.errors import Throttled
@@ -271,21 +272,25 @@ async def test_the_inbox_observes_stream_lag_when_routing(redis: Redis) -> None:
 
 
 @pytest.fixture
-async def gateway_url(pool: PgPool, redis: Redis) -> AsyncIterator[str]:
-    """A live gateway on loopback (real Postgres and Redis); its base URL."""
+async def gateway_urls(pool: PgPool, redis: Redis) -> AsyncIterator[tuple[str, str]]:
+    """A live gateway on loopback (real Postgres and Redis): its webhook and ops base URLs."""
     server = TestServer(create_app(pool, redis))
+    ops = TestServer(create_ops_app(pool, redis))
     await server.start_server()
+    await ops.start_server()
     try:
-        yield str(server.make_url("")).rstrip("/")
+        yield str(server.make_url("")).rstrip("/"), str(ops.make_url("")).rstrip("/")
     finally:
         await server.close()
+        await ops.close()
 
 
 async def test_gateway_metrics_count_received_and_rejected_notifications(
-    gateway_url: str, pool: PgPool, account: Account
+    gateway_urls: tuple[str, str], pool: PgPool, account: Account
 ) -> None:
+    gateway_url, ops_url = gateway_urls
     await test_gateway._save(pool, account, "g-1", "g-token")
-    before = await scrape(f"{gateway_url}/metrics")
+    before = await scrape(f"{ops_url}/metrics")
     assert_types(before, EVENT_FAMILIES)
     assert f"{P}actors" not in before  # a replica's gauges; the gateway has no actors
     forged = test_gateway._google_headers(token="forged")
@@ -294,7 +299,7 @@ async def test_gateway_metrics_count_received_and_rejected_notifications(
             assert response.status == 403
         async with session.post(f"{gateway_url}/webhooks/google", data=b"{}") as response:
             assert response.status == 400  # no X-Goog-* headers: malformed
-    after = await scrape(f"{gateway_url}/metrics")
+    after = await scrape(f"{ops_url}/metrics")
     rejected = f"{P}notifications_rejected_total"
     bad_token = {"provider": "google", "reason": "bad_token"}
     malformed = {"provider": "google", "reason": "malformed"}

@@ -327,8 +327,10 @@ async def test_microsoft_emulator_command_serves_https_with_its_own_ca(
 
 
 async def test_gateway_command_serves_until_stopped(database_url: str, services: Services) -> None:
-    port = free_port()
-    env = cli_env(database_url, services.redis_url, IW_GATEWAY_PORT=str(port))
+    port, ops_port = free_port(), free_port()
+    env = cli_env(
+        database_url, services.redis_url, IW_GATEWAY_PORT=str(port), IW_OPS_PORT=str(ops_port)
+    )
     proc = await asyncio.create_subprocess_exec(
         EXE, "gateway", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -336,7 +338,7 @@ async def test_gateway_command_serves_until_stopped(database_url: str, services:
         async with aiohttp.ClientSession() as http, asyncio.timeout(30):
             while True:  # until it listens
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    async with http.get(f"http://127.0.0.1:{ops_port}/healthz") as response:
                         assert response.status == 200
                         break
                 except aiohttp.ClientConnectionError:
