@@ -274,10 +274,11 @@ class MicrosoftCalendarProvider:
 
     @staticmethod
     def _stored_link(link: str, base: str) -> URL:
-        # A stored link off our Graph base would carry the bearer token elsewhere; it cannot
-        # come from Graph (pages are checked), so it is bad state or bad configuration.
+        # A stored link off our Graph base is never followed: it would carry the bearer token
+        # elsewhere. Pages are checked, so it was stored under another base URL (a national
+        # cloud, a proxy): sync state that no longer applies, which a full round replaces.
         if not cursors.on_base(link, base):
-            raise Permanent(
+            raise SyncStateExpired(
                 "stored Graph link is not on the configured Graph host",
                 provider=PROVIDER,
                 reason="foreignLink",

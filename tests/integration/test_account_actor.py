@@ -332,6 +332,30 @@ async def test_expired_sync_state_resyncs_without_deleting(
     assert await world.events(account_id) == await world.provider_view(provider, account_id, cal)
 
 
+async def test_a_graph_link_stored_under_another_base_url_resyncs_on_the_configured_one(
+    world: World,
+) -> None:
+    # Before: after IW_MICROSOFT_GRAPH_BASE_URL changed, every stored delta link raised
+    # Permanent; the actor crash-looped into quarantine.
+    account_id, cal = await world.add_account("microsoft")
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, cal)
+    foreign = "https://graph.proxy.example/v1.0/me/calendarView/delta?$deltatoken=old"
+    await world.pool.execute(
+        "UPDATE calendars SET delta_token = $2 WHERE account_id = $1",
+        uuid.UUID(account_id),
+        foreign,
+    )
+    entry = InboxEntry(SHARD, "9-0", account_id, cal, "changed")
+    world.supervisor.post_nowait(account_id, Changed(cal), entry)
+    await wait_for(_acked(world), "the acknowledgement")
+    state = await get_calendar_state(world.pool, uuid.UUID(account_id), cal)
+    assert state is not None and state.delta_token is not None
+    assert not state.delta_token.startswith("https://graph.proxy.example")
+    assert cell.restarts == 0 and cell.status != "quarantined"
+    assert await world.events(account_id) == await world.provider_view("microsoft", account_id, cal)
+
+
 async def test_revoked_consent_parks_until_resumed(world: World) -> None:
     account_id, cal = await world.add_account("google")
     cell = await world.start(account_id)
