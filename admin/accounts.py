@@ -29,6 +29,9 @@ from admin.models import (
     DeleteQuery,
     PreferencesIn,
     PreferencesOut,
+    RetryAccepted,
+    SetAsideItem,
+    SetAsideList,
     SyncAccepted,
 )
 from cluster.keys import notifications_key
@@ -40,7 +43,9 @@ from operations.accounts import (
     UnknownAccountKind,
     add_account,
     remove_account,
+    set_aside_json,
 )
+from operations.set_aside import retry_set_aside
 from store.accounts import Account, get_account, set_status
 from store.db import Queryable, transaction
 from store.preferences import (
@@ -272,3 +277,25 @@ async def put_preferences(deps: Deps, call: Call) -> PreferencesOut:
     # After the commit, so the actor reads them; if Redis fails the client retries the PUT.
     await _announce(deps, account, PREFERENCES_KIND)
     return _preferences_out(account.id, prefs, stored=True)
+
+
+SET_ASIDE_LISTED = 200  # items set aside in one answer of GET /accounts/{id}/set-aside
+
+
+async def list_set_aside(deps: Deps, call: Call) -> SetAsideList:
+    """``GET /accounts/{account_id}/set-aside``."""
+    account = await _existing(deps.pool, call.path_as(AccountPath).account_id)
+    rows = await set_aside_json(deps.pool, account.id, limit=SET_ASIDE_LISTED)
+    return SetAsideList(items=[SetAsideItem.model_validate(row) for row in rows])
+
+
+async def retry_set_aside_items(deps: Deps, call: Call) -> RetryAccepted:
+    """``POST /accounts/{account_id}/set-aside/retry``: 202 once the requests are in the
+    account's shard stream."""
+    account = await _existing(deps.pool, call.path_as(AccountPath).account_id)
+    if account.status != "active":
+        raise ApiError(409, "not_active", f"the account is {account.status}, not active")
+    calendars, entry_ids = await retry_set_aside(
+        deps.pool, deps.redis, account.id, now=deps.clock()
+    )
+    return RetryAccepted(account_id=account.id, calendars=calendars, entry_ids=entry_ids)

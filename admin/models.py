@@ -169,6 +169,31 @@ class SyncAccepted(_Model):
     entry_id: str
 
 
+class SetAsideItem(_Model):
+    """A provider item a sync could not read or store, set aside while its calendar went on."""
+
+    calendar_id: str
+    item_id: str = Field(description="the provider's id, or sha256:<hex> of the raw item")
+    reason: str = Field(description="the field it lacked, or the value Postgres refused")
+    attempts: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+class SetAsideList(_Model):
+    """The account's items set aside, oldest first (at most 200)."""
+
+    items: list[SetAsideItem]
+
+
+class RetryAccepted(_Model):
+    """A full round of each calendar holding items set aside is in the account's stream."""
+
+    account_id: UUID
+    calendars: list[str]
+    entry_ids: list[str]
+
+
 class PreferencesIn(_Model):
     """An account's sync preferences (all fields; a PUT replaces them)."""
 

@@ -100,6 +100,13 @@ http_connections_refused = Counter(
     ["listener"],
     registry=registry,
 )
+sync_items_set_aside = Counter(
+    f"{PREFIX}sync_items_set_aside_total",
+    "Provider items set aside by a sync while their page went on, by stage (read: not the"
+    " documented shape; store: a value Postgres refused).",
+    ["stage"],
+    registry=registry,
+)
 http_connections_evicted = Counter(
     f"{PREFIX}http_connections_evicted_total",
     "Idle connections closed to admit a new one because the listener held its maximum.",

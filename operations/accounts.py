@@ -32,9 +32,11 @@ from store.credentials import Credentials, credential_info, store_credentials
 from store.crypto import Keyring
 from store.db import PgPool, transaction
 from store.events import export_events
+from store.set_aside import list_set_aside
 from store.vocabulary import Provider
 
 DISABLED_BY_OPERATOR = "disabled by operator"
+SHOWN_SET_ASIDE = 20  # items set aside listed by ``accounts show`` (the calendars count all)
 
 
 class OperatorError(Exception):
@@ -187,6 +189,7 @@ async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
             "last_synced_at": iso_time(c.last_synced_at),
             "removed_at": iso_time(c.removed_at),
             "events": counts.get(c.id, 0),
+            "set_aside": c.set_aside,
         }
         for c in calendars
     ]
@@ -200,7 +203,23 @@ async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
         }
         for ch in channels
     ]
+    details["set_aside"] = await set_aside_json(pool, account_id, limit=SHOWN_SET_ASIDE)
     return details
+
+
+async def set_aside_json(pool: PgPool, account_id: UUID, *, limit: int) -> list[dict[str, Any]]:
+    """The account's items set aside, oldest first, JSON-ready (never their raw JSON)."""
+    return [
+        {
+            "calendar_id": row.calendar_id,
+            "item_id": row.item_id,
+            "reason": row.reason,
+            "attempts": row.attempts,
+            "first_seen": iso_time(row.first_seen),
+            "last_seen": iso_time(row.last_seen),
+        }
+        for row in await list_set_aside(pool, account_id, limit=limit)
+    ]
 
 
 async def export_rows(pool: PgPool, account_id: UUID) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from yarl import URL
 
 from metrics import events as metrics
 from providers.errors import Transient
+from providers.text import parse_provider_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,9 @@ class HttpResponse:
     body: bytes
 
     def json(self) -> Any:
-        """The body parsed as JSON; ValueError (orjson.JSONDecodeError) if it is not JSON."""
-        return orjson.loads(self.body) if self.body else None
+        """The body parsed as JSON with storable strings (``providers.text``); ValueError if
+        it is not JSON."""
+        return parse_provider_json(self.body) if self.body else None
 
 
 MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a Graph or Google page of events is a few MiB at most

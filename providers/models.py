@@ -122,6 +122,16 @@ class SyncWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAside:
+    """An item of a page that could not be read: kept with its raw JSON and why, while the page
+    and its cursor advance. ``id`` is the provider's, when the item named one."""
+
+    id: str | None
+    reason: str
+    raw: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SyncPage:
     """One page of changes and where to go next: a cursor (more pages) or the new delta token.
 
@@ -135,6 +145,7 @@ class SyncPage:
     next_cursor: str | None = None
     delta_token: str | None = None
     full_sync: bool = False  # the round started without a delta token (mark-and-sweep applies)
+    set_aside: tuple[SetAside, ...] = ()  # items that could not be read
 
     def __post_init__(self) -> None:
         if (self.next_cursor is None) == (self.delta_token is None):

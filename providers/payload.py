@@ -1,14 +1,17 @@
 """Typed readers for provider JSON (pure): each returns the field or raises MalformedPayload.
 
 Invariant: messages name the field (``what.key``), never its value, since values may be
-personal data or tokens; a client turns MalformedPayload into ``Transient`` (the page fails and
-is retried, the replica never crashes on bad data).
+personal data or tokens; a client turns MalformedPayload in a page's frame (its links, its
+tokens) into ``Transient`` (the page is retried), and in one of its items into a ``SetAside``
+(the page goes on without it): the replica never crashes on bad data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from providers.models import SetAside
 
 
 class MalformedPayload(ValueError):
@@ -48,3 +51,12 @@ def opt_bool(item: Mapping[str, Any], key: str, what: str) -> bool:
     if not isinstance(value, bool):
         raise MalformedPayload(f"{what}.{key} is not a boolean")
     return value
+
+
+def set_aside(item: object, error: MalformedPayload) -> SetAside:
+    """An item its page could not read, kept whole with the reason (the field it names)."""
+    raw: Mapping[str, Any] = item if isinstance(item, Mapping) else {"item": item}
+    item_id = raw.get("id")
+    return SetAside(
+        id=item_id if isinstance(item_id, str) and item_id else None, reason=str(error), raw=raw
+    )

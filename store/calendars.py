@@ -25,7 +25,8 @@ from store.db import Queryable
 
 _COLUMNS = (
     "account_id, id, name, is_primary, time_zone, access_role, sync_enabled, delta_token,"
-    " sync_cursor, round, full_round, window_start, window_end, last_synced_at, removed_at"
+    " sync_cursor, round, full_round, window_start, window_end, last_synced_at, removed_at,"
+    " set_aside"
 )
 
 
@@ -48,6 +49,7 @@ class CalendarState:
     window_end: datetime | None
     last_synced_at: datetime | None
     removed_at: datetime | None
+    set_aside: int = 0  # items of the calendar set aside (``store.set_aside``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import orjson
 
-from providers.models import Event, EventRemoval, SyncPage, SyncWindow
+from metrics import events as metrics
+from providers.models import Event, EventRemoval, SetAside, SyncPage, SyncWindow
 from store.calendars import CalendarState, get_calendar_state, lock_write_target
 from store.change_feed import (
     CHANGE_COLUMNS,
@@ -46,6 +47,7 @@ from store.change_feed import (
     record_changes,
 )
 from store.db import Queryable
+from store.set_aside import clear_items, set_items_aside
 
 # The stored fields an upsert compares and writes, with their SQL types (unnest arrays).
 _FIELDS: tuple[tuple[str, str], ...] = (
@@ -307,9 +309,19 @@ def _split_by_window(
 
 
 async def apply_sync_page(
-    conn: Queryable, account_id: UUID, calendar_id: str, page: SyncPage
+    conn: Queryable,
+    account_id: UUID,
+    calendar_id: str,
+    page: SyncPage,
+    *,
+    one_by_one: bool = False,
 ) -> list[ChangeRow]:
-    """Store one page, its changes and its continuation; call it inside a fenced transaction."""
+    """Store one page, its changes and its continuation; call it inside a fenced transaction.
+
+    Its items set aside are recorded, and the items set aside before that it stores or removes
+    are cleared. If Postgres refuses an item's values (``ITEM_REFUSALS``) the transaction is
+    spoiled: apply the page again in a new one ``one_by_one``, which stores each upsert in a
+    savepoint and sets the refused aside (the fast path pays no savepoint)."""
     _check_calendar(calendar_id, page.upserts)
     _check_calendar(calendar_id, page.removals)
     state = await get_calendar_state(conn, account_id, calendar_id, for_update=True)
@@ -323,7 +335,10 @@ async def apply_sync_page(
     upserts, outside = _split_by_window(page.upserts, state)
     removals = [*page.removals, *outside]
     recorded: list[ChangeRow] = []
-    if upserts:
+    refused: list[SetAside] = []
+    if upserts and one_by_one:
+        recorded, refused = await _upsert_each(conn, account_id, state, upserts)
+    elif upserts:
         recorded = await _upsert(
             conn,
             account_id,
@@ -336,6 +351,14 @@ async def apply_sync_page(
     changes: list[tuple[str, ChangeKind, str | None]] = []
     if removals:
         changes += await _remove(conn, account_id, calendar_id, removals)
+    if state.set_aside:  # items set aside before, stored or removed by this page
+        unstored = {item.id for item in refused}
+        done = [e.id for e in upserts if e.id not in unstored] + [r.id for r in removals]
+        await clear_items(conn, account_id, calendar_id, done)
+    if page.set_aside or refused:
+        await set_items_aside(conn, account_id, calendar_id, [*page.set_aside, *refused])
+        metrics.sync_items_set_aside.labels("read").inc(len(page.set_aside))
+        metrics.sync_items_set_aside.labels("store").inc(len(refused))
     if page.next_cursor is not None:
         await conn.execute(
             "UPDATE calendars SET sync_cursor = $3 WHERE account_id = $1 AND id = $2",
@@ -356,6 +379,37 @@ async def apply_sync_page(
     return recorded + await record_changes(
         conn, account_id, calendar_id, changes, origin="provider"
     )
+
+
+# What Postgres refuses of one item's values (a value out of range, text it cannot hold):
+# the caller applies that page again ``one_by_one``, which sets such an item aside.
+ITEM_REFUSALS = (asyncpg.DataError, asyncpg.CheckViolationError, UnicodeEncodeError)
+
+
+async def _upsert_each(
+    conn: Queryable, account_id: UUID, state: CalendarState, upserts: Sequence[Event]
+) -> tuple[list[ChangeRow], list[SetAside]]:
+    """Store ``upserts`` one by one, each in a savepoint; the refused are returned set aside."""
+    savepoint = getattr(conn, "transaction", None)
+    if savepoint is None:
+        raise TypeError("one_by_one needs a connection in a transaction, not a pool")
+    recorded: list[ChangeRow] = []
+    refused: list[SetAside] = []
+    for event in upserts:
+        try:
+            async with savepoint():
+                recorded += await _upsert(
+                    conn,
+                    account_id,
+                    state.id,
+                    state.round,
+                    [event],
+                    full_round=state.full_round,
+                    aliases=binding_aliases(state),
+                )
+        except ITEM_REFUSALS as exc:
+            refused.append(SetAside(event.id, f"not storable: {type(exc).__name__}", event.raw))
+    return recorded, refused
 
 
 PRIMARY_ALIAS = "primary"  # what outbox items and bindings call an account's primary calendar

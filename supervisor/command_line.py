@@ -135,6 +135,13 @@ def add_operator_commands(commands: argparse._SubParsersAction[Any]) -> None:
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(run=Handler(_ACCOUNTS, "_accounts_show"))
 
+    retry = sub.add_parser(
+        "retry-set-aside",
+        help="a full round of each calendar with items set aside (prints the calendar ids)",
+    )
+    retry.add_argument("account_id", metavar="ID")
+    retry.set_defaults(run=Handler(_ACCOUNTS, "_accounts_retry_set_aside"))
+
     disable = sub.add_parser("disable", help="stop syncing an account (status disabled)")
     disable.add_argument("account_id", metavar="ID")
     disable.set_defaults(run=Handler(_ACCOUNTS, "_accounts_disable"))

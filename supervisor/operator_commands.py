@@ -21,12 +21,14 @@ import argparse
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import asyncpg
 import orjson
+from redis.asyncio import Redis
 
 from config.redact import register_secret
 from config.settings import Settings
@@ -40,6 +42,7 @@ from operations.accounts import (
     parse_account_id,
     remove_account,
 )
+from operations.set_aside import retry_set_aside
 from store.accounts import Account, list_accounts, set_status
 from store.crypto import Keyring
 from store.db import PgPool, create_pool
@@ -100,7 +103,15 @@ def details_text(details: dict[str, Any]) -> str:
             f" sync_enabled={cal['sync_enabled']} delta_token={cal['has_delta_token']}"
             f" mid_round={cal['mid_round']} last_synced_at={cal['last_synced_at'] or '-'}"
             f" removed_at={cal['removed_at'] or '-'} events={cal['events']}"
+            f" set_aside={cal['set_aside']}"
         )
+    if details["set_aside"]:
+        lines.append("set_aside (oldest first; `accounts retry-set-aside` asks for a full round):")
+        for item in details["set_aside"]:
+            lines.append(
+                f"  {item['calendar_id']}:{item['item_id']}  {item['reason']}"
+                f" attempts={item['attempts']} since={item['first_seen']}"
+            )
     lines.append(f"push_channels: {len(details['push_channels'])}")
     for channel in details["push_channels"]:
         lines.append(
@@ -201,6 +212,20 @@ async def _accounts_show(settings: Settings, args: argparse.Namespace) -> None:
     async with _open_pool(settings) as pool:
         details = await account_details(pool, account_id)
     print(orjson.dumps(details).decode() if args.json else details_text(details))
+
+
+async def _accounts_retry_set_aside(settings: Settings, args: argparse.Namespace) -> None:
+    account_id = parse_account_id(args.account_id)
+    async with open_services(settings) as urls:
+        pool = await create_pool(urls.database_url, settings.db_schema, min_size=1, max_size=2)
+        redis = Redis.from_url(urls.redis_url)
+        try:
+            calendars, _ = await retry_set_aside(pool, redis, account_id, now=datetime.now(UTC))
+        finally:
+            await redis.aclose()
+            await pool.close()
+    for calendar_id in calendars:
+        print(calendar_id)
 
 
 async def _accounts_disable(settings: Settings, args: argparse.Namespace) -> None:

@@ -7,6 +7,8 @@ Invariants:
 - a full round (asked for, or the calendar's first) starts with ``start_full_round`` over the
   window the cadence asks now (mark-and-sweep: the round's last page deletes what it did not
   see); an incremental page reuses the window stored with the calendar;
+- a page whose item Postgres refuses is committed again item by item, that item set aside
+  (``store.events.apply_sync_page``), so one bad item never stalls the calendar;
 - an expired delta token or cursor (``SyncStateExpired``) starts one full round; a second
   expiry in the same sync raises;
 - nothing here touches the actor: the caller learns whether the calendar reached its delta
@@ -27,7 +29,7 @@ from providers.errors import SyncStateExpired
 from providers.models import SyncPage, SyncWindow
 from store.calendars import CalendarState, get_calendar_state, start_full_round
 from store.db import PgPoolConnection
-from store.events import apply_sync_page
+from store.events import ITEM_REFUSALS, apply_sync_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +59,24 @@ class CalendarPager:
                 state = await self._start_round(state.id)
                 continue
             done = page.delta_token is not None
-            async with self.fenced() as conn:
-                await apply_sync_page(conn, self.account_id, state.id, page)
-                # The stored continuation is read back only when there is one to follow.
-                after = None if done else await get_calendar_state(conn, self.account_id, state.id)
+            try:
+                after = await self._apply(page, state.id, done, one_by_one=False)
+            except ITEM_REFUSALS:  # an item Postgres refuses: again, item by item
+                after = await self._apply(page, state.id, done, one_by_one=True)
             if done:
                 return True
             if after is None:
                 return False
             state = after
+
+    async def _apply(
+        self, page: SyncPage, calendar_id: str, done: bool, *, one_by_one: bool
+    ) -> CalendarState | None:
+        """Commit ``page``; the calendar's state after it when there is a next page."""
+        async with self.fenced() as conn:
+            await apply_sync_page(conn, self.account_id, calendar_id, page, one_by_one=one_by_one)
+            # The stored continuation is read back only when there is one to follow.
+            return None if done else await get_calendar_state(conn, self.account_id, calendar_id)
 
     def window_now(self) -> SyncWindow:
         """The window a full round started now covers."""

@@ -49,6 +49,7 @@ from providers.models import (
     EventRemoval,
     Notification,
     PushChannel,
+    SetAside,
     SyncPage,
     SyncWindow,
     TokenGrant,
@@ -597,8 +598,13 @@ def _sync_page(body: Mapping[str, Any], query: cursors.RoundQuery) -> SyncPage:
     calendar_zone = zone if isinstance(zone, str) else None
     upserts: list[Event] = []
     removals: list[EventRemoval] = []
+    aside: list[SetAside] = []
     for item in _items(body):
-        parsed = mapping.parse_event_item(item, query.calendar_id, calendar_zone=calendar_zone)
+        try:
+            parsed = mapping.parse_event_item(item, query.calendar_id, calendar_zone=calendar_zone)
+        except MalformedPayload as exc:  # this item alone; the page goes on
+            aside.append(payload.set_aside(item, exc))
+            continue
         if isinstance(parsed, EventRemoval):
             removals.append(parsed)
         else:
@@ -610,12 +616,20 @@ def _sync_page(body: Mapping[str, Any], query: cursors.RoundQuery) -> SyncPage:
     if page_token is not None:
         next_cursor = cursors.encode(cursors.SyncCursor(query, page_token))
         return SyncPage(
-            tuple(upserts), tuple(removals), next_cursor=next_cursor, full_sync=query.full_sync
+            tuple(upserts),
+            tuple(removals),
+            next_cursor=next_cursor,
+            full_sync=query.full_sync,
+            set_aside=tuple(aside),
         )
     if sync_token is None:
         raise MalformedPayload("the last page has no nextSyncToken")
     return SyncPage(
-        tuple(upserts), tuple(removals), delta_token=sync_token, full_sync=query.full_sync
+        tuple(upserts),
+        tuple(removals),
+        delta_token=sync_token,
+        full_sync=query.full_sync,
+        set_aside=tuple(aside),
     )
 
 

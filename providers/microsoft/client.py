@@ -49,6 +49,7 @@ from providers.models import (
     EventRemoval,
     Notification,
     PushChannel,
+    SetAside,
     SyncPage,
     SyncWindow,
     TokenGrant,
@@ -290,8 +291,13 @@ class MicrosoftCalendarProvider:
     ) -> SyncPage:
         upserts: list[Event] = []
         removals: list[EventRemoval] = []
+        aside: list[SetAside] = []
         for item in _value(body):
-            parsed = mapping.parse_event_item(item, calendar_id)
+            try:
+                parsed = mapping.parse_event_item(item, calendar_id)
+            except MalformedPayload as exc:  # this item alone; the page goes on
+                aside.append(payload.set_aside(item, exc))
+                continue
             if isinstance(parsed, EventRemoval):
                 removals.append(parsed)
             elif parsed is not None:
@@ -307,10 +313,18 @@ class MicrosoftCalendarProvider:
         if next_link is not None:
             next_cursor = cursors.encode(cursors.SyncCursor(calendar_id, full_sync, next_link))
             return SyncPage(
-                tuple(upserts), tuple(removals), next_cursor=next_cursor, full_sync=full_sync
+                tuple(upserts),
+                tuple(removals),
+                next_cursor=next_cursor,
+                full_sync=full_sync,
+                set_aside=tuple(aside),
             )
         return SyncPage(
-            tuple(upserts), tuple(removals), delta_token=delta_link, full_sync=full_sync
+            tuple(upserts),
+            tuple(removals),
+            delta_token=delta_link,
+            full_sync=full_sync,
+            set_aside=tuple(aside),
         )
 
     # --- push ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from actors.account.messages import Resync, message_of
 from admin.accounts import PREFERENCES_KIND, SYNC_NOW_KIND
 from admin.auth import hash_token
 from cluster.inbox import Inbox, InboxEntry
@@ -30,13 +31,16 @@ from cluster.leases import LeaseStore
 from config.settings import ConfigError
 from metrics import events as metrics
 from outbox.model import ItemState
+from providers.models import CalendarInfo, SetAside
 from sandbox.embedded import Services
 from store import outbox as store_outbox
 from store.accounts import create_account, get_account
+from store.calendars import reconcile_calendars
 from store.crypto import Keyring, generate_key
 from store.db import PgPool
 from store.fencing import take_shard
 from store.preferences import Preferences, load_preferences
+from store.set_aside import set_items_aside
 from tests.support.admin_server import SHARD_COUNT, TOKEN, admin_settings, running_admin
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -203,6 +207,34 @@ async def test_sync_now_refuses_an_inactive_account(api: Api, redis: Redis) -> N
     status, body = await api.call("POST", f"/accounts/{account['id']}/sync")
     assert status == 409 and body["error"]["code"] == "not_active"
     assert await redis.exists(notifications_key(account["shard"])) == 0
+
+
+async def test_items_set_aside_are_listed_and_retried_by_a_full_round(
+    api: Api, redis: Redis, pool: PgPool
+) -> None:
+    account = await _connect(api, "aside@example.com")
+    account_id = UUID(account["id"])
+    await reconcile_calendars(pool, account_id, [CalendarInfo("cal-1", "Work", primary=True)])
+    item = SetAside("evt-1", "event.start is not a JSON object", {"id": "evt-1", "start": "?"})
+    async with pool.acquire() as conn, conn.transaction():
+        await set_items_aside(conn, account_id, "cal-1", [item])
+    status, listed = await api.call("GET", f"/accounts/{account_id}/set-aside")
+    assert status == 200
+    (shown,) = listed["items"]
+    assert (shown["calendar_id"], shown["item_id"], shown["attempts"]) == ("cal-1", "evt-1", 1)
+    assert shown["reason"] == item.reason and "raw" not in shown  # never the item itself
+
+    status, accepted = await api.call("POST", f"/accounts/{account_id}/set-aside/retry")
+    assert status == 202 and accepted["calendars"] == ["cal-1"]
+    (entry,) = await _read_inbox(redis, account["shard"])
+    assert message_of(entry) == Resync("cal-1")
+    assert [entry.entry_id] == accepted["entry_ids"]
+
+    await api.call("POST", f"/accounts/{account_id}/disable")
+    status, body = await api.call("POST", f"/accounts/{account_id}/set-aside/retry")
+    assert status == 409 and body["error"]["code"] == "not_active"
+    status, _ = await api.call("GET", f"/accounts/{uuid.uuid4()}/set-aside")
+    assert status == 404
 
 
 # --- preferences --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from providers.models import (
     EventRemoval,
     EventStatus,
     EventTiming,
+    SetAside,
     SyncPage,
     SyncWindow,
 )
@@ -25,8 +26,9 @@ from store.accounts import create_account
 from store.calendars import get_calendar_state, reconcile_calendars, start_full_round
 from store.change_feed import ChangeRow
 from store.db import PgPool
-from store.events import RoundMismatch, apply_sync_page, export_events
+from store.events import ITEM_REFUSALS, RoundMismatch, apply_sync_page, export_events
 from store.fencing import fenced_transaction, take_shard
+from store.set_aside import list_set_aside
 
 SHARD = 0
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -41,9 +43,13 @@ class Sync:
         self.account_id = account_id
         self.epoch = epoch
 
-    async def apply(self, page: SyncPage, calendar_id: str = "a") -> list[ChangeRow]:
+    async def apply(
+        self, page: SyncPage, calendar_id: str = "a", *, one_by_one: bool = False
+    ) -> list[ChangeRow]:
         async with fenced_transaction(self.pool, SHARD, self.epoch) as conn:
-            return await apply_sync_page(conn, self.account_id, calendar_id, page)
+            return await apply_sync_page(
+                conn, self.account_id, calendar_id, page, one_by_one=one_by_one
+            )
 
     async def start_full(self, calendar_id: str = "a") -> int:
         async with fenced_transaction(self.pool, SHARD, self.epoch) as conn:
@@ -385,3 +391,46 @@ async def test_a_page_mixing_new_and_stored_events_is_one_upsert(sync: Sync) -> 
     updated = [c.event_id for c in changes if c.kind == "updated"]
     assert created == [f"e{i:05}" for i in range(100, 200)]
     assert updated == [f"e{i:05}" for i in range(1, 100, 2)]  # only real differences
+
+
+# --- items set aside ------------------------------------------------------------------------
+
+
+async def test_an_item_postgres_refuses_is_set_aside_and_the_page_goes_on(sync: Sync) -> None:
+    # The parsers clean provider text; this page bypasses them, as any value Postgres refuses
+    # would: that item alone is set aside, the rest of the page and its token are stored.
+    bad = ev("bad", "nul\x00here")
+    page = SyncPage((ev("x"), bad, ev("y")), (), delta_token="t1")
+    with pytest.raises(ITEM_REFUSALS):  # the fast path pays no savepoint: the page fails...
+        await sync.apply(page)
+    assert await sync.titles() == {}
+    await sync.apply(page, one_by_one=True)  # ...and is committed again item by item
+    assert await sync.titles() == {"x": "meeting", "y": "meeting"}
+    state = await get_calendar_state(sync.pool, sync.account_id, "a")
+    assert state is not None and state.delta_token == "t1" and state.set_aside == 1
+    (row,) = await list_set_aside(sync.pool, sync.account_id)
+    assert (row.item_id, row.attempts) == ("bad", 1)
+    assert row.reason == "not storable: CharacterNotInRepertoireError"
+    # Set aside again, then stored once it is clean: the row goes, the count follows.
+    await sync.apply(SyncPage((bad,), (), delta_token="t2"), one_by_one=True)
+    (row,) = await list_set_aside(sync.pool, sync.account_id)
+    assert row.attempts == 2
+    await sync.apply(SyncPage((ev("bad", "clean"),), (), delta_token="t3"))
+    assert await list_set_aside(sync.pool, sync.account_id) == []
+    state = await get_calendar_state(sync.pool, sync.account_id, "a")
+    assert state is not None and state.set_aside == 0
+    assert (await sync.titles())["bad"] == "clean"
+
+
+async def test_an_item_read_aside_is_cleared_when_the_provider_deletes_it(sync: Sync) -> None:
+    aside = SetAside("gone", "event.start is not a JSON object", {"id": "gone", "start": "?"})
+    nameless = SetAside(None, "event.id is missing", {"summary": "no id"})
+    await sync.apply(SyncPage((ev("x"),), (), delta_token="t1", set_aside=(aside, nameless)))
+    keys = {row.item_id for row in await list_set_aside(sync.pool, sync.account_id)}
+    assert "gone" in keys and any(key.startswith("sha256:") for key in keys)
+    removal = EventRemoval(id="gone", calendar_id="a", definite=True)
+    await sync.apply(SyncPage((), (removal,), delta_token="t2"))
+    keys = {row.item_id for row in await list_set_aside(sync.pool, sync.account_id)}
+    assert "gone" not in keys and len(keys) == 1
+    state = await get_calendar_state(sync.pool, sync.account_id, "a")
+    assert state is not None and state.set_aside == 1

@@ -11,9 +11,18 @@ from uuid import UUID
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
+from cluster.keys import notifications_key
 from operations.accounts import OperatorError, account_details, add_account, remove_account
-from providers.models import CalendarInfo, Event, EventStatus, EventTiming, SyncPage
+from providers.models import (
+    CalendarInfo,
+    Event,
+    EventStatus,
+    EventTiming,
+    SetAside,
+    SyncPage,
+)
 from sandbox.embedded import Services
 from store.accounts import create_account, find_account, get_account, set_status
 from store.calendars import reconcile_calendars
@@ -22,6 +31,7 @@ from store.credentials import load_credentials
 from store.crypto import Keyring, generate_key
 from store.db import PgPool, transaction
 from store.events import apply_sync_page
+from store.set_aside import set_items_aside
 from supervisor.operator_commands import accounts_table
 from tests.system.test_cli import EXE, cli_env
 
@@ -279,6 +289,31 @@ async def test_show_gives_metadata_calendars_and_channels_never_secrets(
     code, out, err = await cli(env, "accounts", "show", str(account_id))
     assert code == 0, err
     assert "events: 3" in out and "google:chan-1" in out and TOKEN not in out
+
+
+async def test_items_set_aside_are_shown_and_retried_by_a_full_round(
+    pool: PgPool, env: dict[str, str], token_file: Path, services: Services
+) -> None:
+    account_id = await add(env, "ann@example.com", token_file)
+    await seed_sync_state(pool, account_id)
+    item = SetAside("evt-9", "event.start is not a JSON object", {"id": "evt-9", "start": "?"})
+    async with transaction(pool) as conn:
+        await set_items_aside(conn, account_id, "a", [item])
+    code, out, err = await cli(env, "accounts", "show", str(account_id))
+    assert code == 0, err
+    assert "a:evt-9  event.start is not a JSON object attempts=1" in out
+    assert "set_aside=1" in out
+    code, out, err = await cli(env, "accounts", "retry-set-aside", str(account_id))
+    assert (code, out.splitlines()) == (0, ["a"]), err
+    account = await get_account(pool, account_id)
+    assert account is not None
+    redis = Redis.from_url(services.redis_url)
+    try:
+        entries = await redis.xrange(notifications_key(account.shard))
+    finally:
+        await redis.aclose()
+    mine = [f for _, f in entries if f[b"account_id"] == str(account_id).encode()]
+    assert [(f[b"calendar_id"], f[b"kind"]) for f in mine] == [(b"a", b"resync")]
 
 
 async def test_disable_and_remove_purge_everything(

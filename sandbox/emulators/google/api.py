@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox.emulators.shared.faults import break_first_item
 from sandbox.emulators.shared.tokens import TokenError, decode_token, encode_token
 
 from .backend import BACKEND, Backend
@@ -59,6 +60,9 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
             text='{"kind": "calendar#events", "items": [{"id": ',
             content_type="application/json",
         )
+    if fired.malformed_item and response.status == 200 and isinstance(response, web.Response):
+        assert response.body is None or isinstance(response.body, bytes)
+        response.body = break_first_item(response.body or b"{}", "items")
     return response
 
 

@@ -25,7 +25,8 @@ HTTP control API (JSON bodies and answers; errors use the Google envelope; base 
   "retry_after"?, "delay_s"?, "page_size"?}`` -> ``{"id"}``. Kinds: ``rate_limit`` (403),
   ``user_rate_limit`` (403), ``rate_limit_429`` (429), ``quota_exceeded`` (403),
   ``backend_error`` (500), ``unavailable`` (503), ``latency`` (delay_s), ``malformed_json``,
-  ``empty_page`` (an empty page that still has a nextPageToken), ``page_size`` (cap a page).
+  ``malformed_item`` (the first item's ``start`` not an object), ``empty_page`` (an empty
+  page that still has a nextPageToken), ``page_size`` (cap a page).
   ``path`` is a glob over the request path, e.g. ``/calendar/v3/calendars/*/events``.
 - ``DELETE faults`` -> 204.
 - ``POST push`` ``{"drop"?: n, "duplicate"?: n}`` -> 204: drop or duplicate the next n

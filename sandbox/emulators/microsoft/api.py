@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from sandbox.emulators.shared.faults import Fired
+from sandbox.emulators.shared.faults import Fired, break_first_item
 from sandbox.emulators.shared.tokens import TokenError, decode_token, encode_token
 
 from . import extended
@@ -87,6 +87,9 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.Response(
             status=response.status, text='{"@odata.context": "', content_type="application/json"
         )
+    if fired.malformed_item and response.status == 200 and isinstance(response, web.Response):
+        assert response.body is None or isinstance(response.body, bytes)
+        response.body = break_first_item(response.body or b"{}", "value")
     return response
 
 

@@ -32,8 +32,9 @@ HTTP control API (JSON bodies and answers; errors use the Graph envelope; base `
   "retry_after"?: "2.128" ("" for none), "delay_s"?, "page_size"?}`` -> ``{"id"}``. Kinds:
   ``throttled`` (429 TooManyRequests, Retry-After 2.128 unless given), ``unavailable`` (503),
   ``server_error`` (500), ``gateway_timeout`` (504), ``latency`` (delay_s),
-  ``malformed_json`` (truncated 2xx body), ``empty_page`` (a delta page with no items that still
-  has a nextLink), ``page_size`` (cap delta pages). ``path`` is a glob over the request path,
+  ``malformed_json`` (truncated 2xx body), ``malformed_item`` (the first item's ``start``
+  not an object), ``empty_page`` (a delta page with no items that still has a nextLink),
+  ``page_size`` (cap delta pages). ``path`` is a glob over the request path,
   e.g. ``/v1.0/me/calendarView/delta`` or ``/*/oauth2/v2.0/token`` (identity paths answer in the
   OAuth error shape).
 - ``DELETE faults`` -> 204.

@@ -9,11 +9,14 @@ names its own error kinds and turns a fired error rule into its provider's error
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Faults that shape a response rather than replace it.
-SHAPING_FAULTS = frozenset({"latency", "malformed_json", "empty_page", "page_size"})
+SHAPING_FAULTS = frozenset(
+    {"latency", "malformed_json", "malformed_item", "empty_page", "page_size"}
+)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Fired:
     error: Fault | None = None
     delay_s: float = 0.0
     malformed_json: bool = False
+    malformed_item: bool = False
     empty_page: bool = False
     page_size: int | None = None
 
@@ -104,6 +108,8 @@ class FaultBook:
                 fired.delay_s += fault.delay_s
             elif fault.kind == "malformed_json":
                 fired.malformed_json = True
+            elif fault.kind == "malformed_item":
+                fired.malformed_item = True
             elif fault.kind == "empty_page":
                 fired.empty_page = True
             else:
@@ -113,3 +119,14 @@ class FaultBook:
                 if fault.count == 0:
                     self.faults.remove(fault)
         return fired
+
+
+def break_first_item(body: bytes, list_key: str) -> bytes:
+    """``body`` (a JSON list answer) with its first item's ``start`` no longer an object: one
+    item off the documented shape, the rest of the page intact. Unchanged without items."""
+    answer = json.loads(body)
+    items = answer.get(list_key) if isinstance(answer, dict) else None
+    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+        return body
+    items[0] = {**items[0], "start": "not a time"}
+    return json.dumps(answer).encode()
