@@ -7,6 +7,7 @@ import base64
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 import orjson
@@ -309,7 +310,10 @@ async def test_items_set_aside_are_shown_and_retried_by_a_full_round(
     assert account is not None
     redis = Redis.from_url(services.redis_url)
     try:
-        entries = await redis.xrange(notifications_key(account.shard))
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await redis.xrange(notifications_key(account.shard)),
+        )
     finally:
         await redis.aclose()
     mine = [f for _, f in entries if f[b"account_id"] == str(account_id).encode()]
