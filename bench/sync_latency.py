@@ -37,6 +37,7 @@ import aiohttp
 from bench.sync_emulator import EmulatorLink, open_emulator
 from cluster.keys import NOTIFICATIONS_GROUP, notifications_key
 from cluster.rate_limit import BucketSpec, TokenBucket
+from cluster.throttle_witness import Budget
 from config.settings import load_settings
 from gateway.app import STATS, GatewayStatistics
 from providers.google.client import GoogleCalendarProvider
@@ -88,12 +89,13 @@ class _BenchRuntime(AccountsRuntime):
 
     __slots__ = ()
 
-    def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
+    def _rate_gate(self, provider: str, account_id: str) -> Budget | None:
         name = f"bench:{provider}"
-        bucket = self._buckets.get(name)
-        if bucket is None:
-            bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, BENCH_BUDGET)
-        return bucket
+        budget = self._buckets.get(name)
+        if budget is None:
+            bucket = TokenBucket(self.replica.redis, name, BENCH_BUDGET)
+            budget = self._buckets[name] = Budget(bucket, None, quorum=1, base_s=1.0)
+        return budget
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,3 +107,9 @@ def bucket_key(name: str) -> str:
     if not name or "{" in name or "}" in name:
         raise ValueError(f"bucket name must be non-empty without braces, got {name!r}")
     return f"{_BUCKET_PREFIX}{name}{_BUCKET_SUFFIX}"
+
+
+def throttled_accounts_key(name: str) -> str:
+    """The Redis key of the accounts recently throttled on budget ``name`` (a sorted set by
+    time): ``iw:{ratelimit:<name>}:throttled``, in the bucket's slot."""
+    return f"{bucket_key(name)}:throttled"

@@ -46,7 +46,7 @@ _EXPIRY_MARGIN_MS = 1000
 _MIN_WAIT_S = 1e-6
 
 # Failures that mean "Redis is not there right now", as opposed to a bug (a script error).
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # includes BusyLoadingError
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,  # a failover demoted the primary we talk to
@@ -191,7 +191,7 @@ class TokenBucket:
             raw: Any = await self._script(
                 keys=[self.key], args=[*args, _EXPIRY_MARGIN_MS], client=self._redis
             )
-        except _UNAVAILABLE_ERRORS as exc:
+        except UNAVAILABLE_ERRORS as exc:
             raise RateLimiterUnavailable(
                 f"rate limit {self.name!r}: Redis unavailable ({type(exc).__name__}: {exc})"
             ) from exc

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     # (an answer asking for a year would otherwise stop a whole provider for a year).
     rate_penalty_max_s: float = Field(default=60.0, gt=0)
     retry_after_max_s: float = Field(default=3600.0, gt=0)
+    # A budget shared by accounts (Google's per project) slows everyone only when this many
+    # distinct accounts were throttled within the window: one account's per-user quota is its
+    # own business. The block lasts the Retry-After, or the penalty when none came.
+    rate_shared_quorum: int = Field(default=3, ge=1)
+    rate_shared_window_s: float = Field(default=60.0, gt=0)
+    rate_shared_penalty_s: float = Field(default=10.0, gt=0)
     # Shard leases in Redis: a replica that has not renewed its lease for this long loses the
     # shard to another (it stops the shard's actors well before, see docs/shards.md).
     lease_ttl_s: float = Field(default=10.0, gt=0)

@@ -50,8 +50,10 @@ from cluster.lease_state import LeasePolicy, StartPacer
 from cluster.leases import LeaseStore
 from cluster.rate_limit import TokenBucket
 from cluster.shard_keeper import ShardKeeper
+from cluster.throttle_witness import Budget, ThrottleWitness
 from config.settings import Settings
 from kinds import KindRegistry, default_registry
+from providers.capabilities import BudgetScope
 from providers.interface import CalendarProvider
 from store.accounts import Account, list_accounts, shard_for
 from store.channels import list_channels_many
@@ -107,7 +109,7 @@ class AccountsRuntime:
     _by_shard: dict[int, set[str]] = field(default_factory=dict)
     _skipped: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _buckets: dict[str, Budget] = field(default_factory=dict)
     _pacer: StartPacer | None = None
     _started: set[int] = field(default_factory=set)  # owned shards whose actors all started
     _wanted: set[str] = field(default_factory=set)  # accounts whose actors should run (last scan)
@@ -326,7 +328,7 @@ class AccountsRuntime:
         with contextlib.suppress(ActorUnavailable):
             cell.post_nowait(OutboxDue())
 
-    def _rate_gate(self, provider: str, account_id: str) -> TokenBucket | None:
+    def _rate_gate(self, provider: str, account_id: str) -> Budget | None:
         """The kind's request budget: one per provider project, or one per account (Graph's
         mailbox), as its capabilities say (providers.md A.5, B.3). One object per bucket in
         this replica, so its waiters queue locally."""
@@ -334,11 +336,23 @@ class AccountsRuntime:
         if kind is None:
             return None
         name = kind.budget_key(account_id)
-        bucket = self._buckets.get(name)
-        if bucket is None:
-            spec = kind.budget(self.replica.settings)
-            bucket = self._buckets[name] = TokenBucket(self.replica.redis, name, spec)
-        return bucket
+        budget = self._buckets.get(name)
+        if budget is None:
+            settings = self.replica.settings
+            bucket = TokenBucket(self.replica.redis, name, kind.budget(settings))
+            shared = kind.capabilities.budget_scope is BudgetScope.APP
+            witness = (
+                ThrottleWitness(self.replica.redis, name, settings.rate_shared_window_s)
+                if shared
+                else None
+            )
+            budget = self._buckets[name] = Budget(
+                bucket,
+                witness,
+                quorum=settings.rate_shared_quorum,
+                base_s=settings.rate_shared_penalty_s,
+            )
+        return budget
 
     def _push_addresses(self) -> dict[str, str]:
         """Where each pushing kind's notifications arrive (none without a public base URL)."""

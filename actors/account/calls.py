@@ -6,8 +6,9 @@ Invariants:
 - a refreshed access token, and a rotated refresh token with it, is stored in one fenced
   transaction before it is used, so a crash never loses a rotated refresh token;
 - every call takes one token from the provider's shared bucket in Redis: a spent bucket is
-  ``Throttled``, an unreachable one ``Transient``; a provider's Retry-After blocks the bucket
-  for every replica, not only this account, for at most ``rate_penalty_max_s``;
+  ``Throttled``, an unreachable one ``Transient``; a throttled answer is reported to the budget,
+  which blocks everyone sharing it when warranted (an account's own budget at once, a shared
+  one once several accounts are throttled), for at most ``rate_penalty_max_s`` of Retry-After;
 - a Retry-After beyond ``retry_after_max_s`` is cut to it before the error leaves (the sync's
   and the outbox's retries obey the cut value); every cut is logged and counted;
 - an account without a subject (added by refresh token) learns it at a refresh: from the
@@ -161,10 +162,14 @@ class AccountCalls:
         try:
             return await request(token)
         except ProviderError as error:
-            if isinstance(error, Throttled) and error.retry_after_s:
-                # Every replica backs off, not just this actor (providers.md A.5, B.3).
-                penalty = self._bounded(error.retry_after_s, self.ctx.rate_penalty_max_s, "budget")
+            if isinstance(error, Throttled):
+                # The account backs off (its retry); the budget decides whether everyone
+                # sharing it must too: its own at once, a shared one once several accounts
+                # are throttled (providers.md A.5, B.3).
+                retry_after = error.retry_after_s
+                if retry_after:
+                    retry_after = self._bounded(retry_after, self.ctx.rate_penalty_max_s, "budget")
                 with contextlib.suppress(RateLimiterUnavailable):
-                    await gate.penalize(penalty)
+                    await gate.throttled(str(self.account.id), retry_after or None)
             self._bound_retry_after(error)
             raise

@@ -31,14 +31,15 @@ Acknowledge = Callable[[list[tuple[int, str]]], Awaitable[None]]
 
 
 class RateGate(Protocol):
-    """A shared request budget (``cluster.rate_limit.TokenBucket`` in a replica)."""
+    """A shared request budget (``cluster.throttle_witness.Budget`` in a replica)."""
 
     async def acquire(self, tokens: int = 1, *, max_wait_s: float) -> None:
         """Take tokens, waiting at most ``max_wait_s``; RateLimited if that is not enough."""
         ...
 
-    async def penalize(self, seconds: float) -> None:
-        """Block everyone sharing the budget for ``seconds`` (a provider's Retry-After)."""
+    async def throttled(self, account_id: str, retry_after_s: float | None) -> float | None:
+        """The provider throttled ``account_id`` (with its bounded Retry-After, if any): slow
+        everyone sharing the budget when that is warranted; the seconds blocked, or None."""
         ...
 
 

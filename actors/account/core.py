@@ -15,7 +15,9 @@ Invariants (checked by tests/unit/test_account_core.py, also under random event 
 - while parked nothing but ``Resume`` starts a step, and parking cancels every deadline it owns
   (but the ``push:`` retry of a channel that never opened: ignored while parked);
 - a failed provider step is retried by its backoff deadline (the poll deadline for syncs, the
-  channel's ``push:`` deadline for channel steps); a failed sync never by its own handler;
+  channel's ``push:`` deadline for channel steps); a failed sync never by its own handler, and
+  until its retry no notification or settle deadline starts a sync: they are held for the
+  retry, which syncs every calendar (and first the full rounds asked for meanwhile);
 - every entry left unacknowledged is covered by the next sync of its calendar or of every
   calendar: a failed sync keeps the poll deadline armed, a crash (``Raise``) first posts each
   entry back as ``SyncNow`` so the next incarnation syncs and acknowledges it.
@@ -95,6 +97,7 @@ POLL, REBASE, KEEPALIVE, OUTBOX = "poll", "rebase", "token-keepalive", "outbox"
 PUSH_PREFIX = "push:"  # + calendar id: renew (or retry opening) that calendar's channel
 SETTLE_PREFIX = "settle:"  # + calendar id: the follow-up sync of a hot calendar
 _OWN_DEADLINES = (POLL, REBASE, KEEPALIVE, OUTBOX)
+_CALENDAR_SYNCS = (SyncAll, SyncCalendar)  # what the retry of a failed sync stands in for
 EVERY_CALENDAR: None = None  # the scope of entries only a sync of every calendar covers
 # Until ``Loaded`` says which kind the account is: no channels, nothing to keep alive.
 UNLOADED = Capabilities(
@@ -131,6 +134,10 @@ class CoreState:
     stopped: bool = False
     listed: bool = False  # calendars listed and reconciled in this incarnation
     failures: int = 0  # consecutive failed sync steps
+    # Loop time before which a failed sync is not retried: notifications meanwhile wait for
+    # the poll deadline's retry (a throttled account must not call again at once).
+    retry_at: float | None = None
+    resync_due: frozenset[str] = frozenset()  # full rounds asked for during the backoff
     push_failures: int = 0  # consecutive failed channel steps
     # Entries not yet acknowledged, by the calendar whose sync covers them (EVERY_CALENDAR:
     # only a sync of every calendar does).
@@ -199,6 +206,12 @@ class AccountCore:
         self._hold(scope, entries)
         if s.parked:
             return []  # re-delivered to the incarnation that resumes
+        if s.retry_at is not None and now < s.retry_at:
+            # Backing off: the poll deadline's retry syncs every calendar and covers these
+            # (armed again for the retry's time, whatever became of it meanwhile).
+            if isinstance(message, Resync):
+                s.resync_due |= {message.calendar_id}
+            return self._run(self._arm(POLL, s.retry_at - now))
         if isinstance(message, Changed):
             settle = self._settles(message.calendar_id, entries, now)
             if settle is not None:
@@ -223,15 +236,22 @@ class AccountCore:
         if name.startswith(SETTLE_PREFIX):
             calendar_id = name[len(SETTLE_PREFIX) :]
             s.settling.pop(calendar_id, None)
+            if s.retry_at is not None and now < s.retry_at:
+                # Its entries wait for the retry, which covers every calendar.
+                return self._run(self._arm(POLL, s.retry_at - now))
             return self._run([_Pending(SyncCalendar(calendar_id, full=False), covers=calendar_id)])
         if name == KEEPALIVE:
             return self._run([_Pending(RefreshToken())])
         if name == REBASE:
             return self._run([_Pending(Rebase())])
+        if name == POLL:
+            s.retry_at = None  # the retry is now
         if name == OUTBOX or not (s.cadence.auto_sync or s.unacked):
             # Writes go on; syncs wait to be asked (a held entry's sync was asked: retry it).
             return self._run([_Pending(DrainOutbox())])
+        due, s.resync_due = s.resync_due, frozenset()
         work = [
+            *(_Pending(SyncCalendar(c, full=True), covers=c) for c in sorted(due)),
             _Pending(SyncAll(reconcile=not s.listed), covers=EVERY_CALENDAR),
             _Pending(DrainOutbox()),  # also the safety net for a missed outbox notification
         ]
@@ -259,7 +279,7 @@ class AccountCore:
         elif isinstance(outcome, Unloaded):
             follow = []
         elif isinstance(step, SYNC_STEPS):
-            follow = self._after_sync(pending, outcome)
+            follow = self._after_sync(pending, outcome, now)
         elif isinstance(step, OpenChannel | CloseChannel):
             follow = self._after_channel(step, pending, outcome)
         else:
@@ -282,7 +302,9 @@ class AccountCore:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def _after_sync(self, pending: _Pending, outcome: Outcome) -> list[Command | _Pending]:
+    def _after_sync(
+        self, pending: _Pending, outcome: Outcome, now: float
+    ) -> list[Command | _Pending]:
         s, config = self.state, self.config
         if isinstance(outcome, ProviderFailed):
             s.failures += 1
@@ -296,6 +318,15 @@ class AccountCore:
             )
             if delay is None:
                 return self._crash()
+            s.retry_at = now + delay
+            # The queue's other calendar syncs wait for the retry too: it syncs every calendar,
+            # covering what they would; a full round among them (or the one that failed) is
+            # remembered, as the retry's own rounds are incremental.
+            waiting = [p.command for p in self.queue if isinstance(p.command, _CALENDAR_SYNCS)]
+            self.queue = [p for p in self.queue if not isinstance(p.command, _CALENDAR_SYNCS)]
+            for command in (pending.command, *waiting):
+                if isinstance(command, SyncCalendar) and command.full:
+                    s.resync_due |= {command.calendar_id}
             return [
                 ShowStatus(f"retry in {delay:.0f}s ({outcome.kind.value})"),
                 *self._arm(POLL, delay),
@@ -318,6 +349,8 @@ class AccountCore:
         elif isinstance(step, RefreshToken):
             follow += self._arm(KEEPALIVE, config.keepalive_s)
         s.failures = 0
+        if isinstance(outcome, Synced):
+            s.retry_at = None  # calendars answer again (a token refresh proves nothing of it)
         covers = pending.covers
         if not isinstance(covers, tuple):
             scopes = list(s.unacked) if covers is EVERY_CALENDAR else [covers]
@@ -397,7 +430,7 @@ class AccountCore:
                     return [ShowStatus(outcome.status), Stop(fenced=False)]
                 return self._park(outcome.status)
             assert isinstance(outcome, Loaded)
-            s.cadence, s.listed = outcome.cadence, False
+            s.cadence, s.listed, s.retry_at = outcome.cadence, False, None
             s.capabilities, s.push_enabled = outcome.capabilities, outcome.push_enabled
             follow: list[Command | _Pending] = []
             if outcome.capabilities.keepalive:

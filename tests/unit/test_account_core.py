@@ -340,10 +340,12 @@ def test_a_calendar_sync_acknowledges_that_calendars_entries_only() -> None:
     changed_a, sync_now = entry("1-0", Changed("a")), entry("2-0", SyncNow())
     assert d.post(Changed("a"), changed_a) == [SyncCalendar("a", full=False)]
     assert d.answer(TRANSIENT)[1] == Arm(POLL, d.armed[POLL])
+    d.now += d.armed[POLL]  # posted as the backoff ends (its retry not fired yet)
     assert d.post(SyncNow(), sync_now) == [SyncAll(reconcile=True)]
     d.answer(TRANSIENT)
     assert d.acked == []
     # A sync of "a" covers the Changed entry, not the SyncNow one: no poll replaces the retry.
+    d.now += d.armed[POLL]
     assert d.post(Changed("a")) == [SyncCalendar("a", full=False)]
     out = d.answer(Synced((("a", d.now),)))
     assert out == [Acknowledge((changed_a,)), ShowStatus("synced")]
@@ -469,6 +471,51 @@ def test_a_retryable_failure_arms_the_poll_with_backoff_and_acknowledges_nothing
     assert second[1].delay_s >= CONFIG.retry_initial_s
 
 
+def test_notifications_during_a_backoff_wait_for_its_retry() -> None:
+    # Before: each notification started a sync at once while a throttled account backed off
+    # (13 refused calls in 6 s): now they are held, and the retry covers them.
+    d = running(POLLED)
+    first = entry("1-0", Changed("a"))
+    d.post(Changed("a"), first)
+    out = d.answer(ProviderFailed(ErrorKind.THROTTLED, "rateLimitExceeded", None))
+    retry = d.armed[POLL]
+    assert out[1] == Arm(POLL, retry)
+    d.now += retry / 2
+    later, full = entry("2-0", Changed("b")), entry("3-0", Resync("c"))
+    every = entry("4-0", SyncNow())
+    assert d.post(Changed("b"), later) == [Arm(POLL, retry / 2)]
+    assert d.post(Resync("c"), full) == [Arm(POLL, retry / 2)]
+    assert d.post(SyncNow(), every) == [Arm(POLL, retry / 2)]
+    assert d.fire(SETTLE_PREFIX + "a") == [Arm(POLL, retry / 2)]  # a settle waits too
+    assert d.step is None and d.acked == []
+    # The retry: first the full round asked for meanwhile, then every calendar.
+    d.now += retry / 2
+    assert d.fire(POLL) == [SyncCalendar("c", full=True)]
+    assert d.answer(Synced((("c", d.now),))) == [
+        Acknowledge((full,)),
+        ShowStatus("synced"),
+        SyncAll(reconcile=False),
+    ]
+    d.answer(Synced(), Drained(None))
+    assert set(d.acked) == {first, later, full, every} and d.core.state.unacked == {}
+    # Once a sync succeeded, a notification syncs at once again.
+    d.now += 100.0
+    assert d.post(Changed("a"), entry("5-0", Changed("a"))) == [SyncCalendar("a", full=False)]
+
+
+def test_a_full_round_failing_is_done_first_at_the_retry() -> None:
+    d = running(POLLED)
+    d.post(Resync("c"), entry("1-0", Resync("c")))
+    d.answer(TRANSIENT)
+    d.now += d.armed[POLL]
+    assert d.fire(POLL) == [SyncCalendar("c", full=True)]
+    # Failing again, the calendar syncs queued behind it wait for the next retry.
+    assert d.answer(TRANSIENT)[-1] == DrainOutbox()
+    d.answer(Drained(None))
+    d.now += d.armed[POLL]
+    assert d.fire(POLL) == [SyncCalendar("c", full=True)]
+
+
 @pytest.mark.parametrize("failure", [ProviderFailed(ErrorKind.PERMANENT, "no"), Crashed()])
 def test_a_crash_hands_every_held_entry_back_then_raises(failure: Outcome) -> None:
     d = running(POLLED)
@@ -476,6 +523,7 @@ def test_a_crash_hands_every_held_entry_back_then_raises(failure: Outcome) -> No
     d.post(Changed("a"), held)
     d.answer(TRANSIENT)
     now = entry("2-0", SyncNow())
+    d.now += d.armed[POLL]  # the backoff is over
     d.post(SyncNow(), now)
     assert d.answer(failure) == [PostSelf(SyncNow(), held), PostSelf(SyncNow(), now), Raise()]
     assert d.core.state.unacked == {}
@@ -899,6 +947,8 @@ class Simulation:
     mailbox: list[tuple[AccountMessage, list[InboxEntry]]] = field(default_factory=list)
     finishing: bool = False  # answer every step with success
     backoff: bool = False  # a sync failed retryably in the running handler
+    retry_at: float | None = None  # a failed sync's retry time: no calendar sync before it
+    quiet: bool = False  # the running handler must start no calendar sync (backing off)
     ids: int = 0
     incarnations: int = 0
     trace: list[str] = field(default_factory=list)  # what happened, for a failure's message
@@ -974,6 +1024,8 @@ class Simulation:
                 assert not m.parked, f"{command} started while parked"
                 if isinstance(command, SYNCS):
                     assert not self.backoff, f"{command} started in the handler of a retry"
+                if isinstance(command, SyncAll | SyncCalendar):
+                    assert not self.quiet, f"{command} started while backing off"
             elif isinstance(command, Acknowledge):
                 for e in command.entries:
                     h = self.held.pop(e.entry_id, None)
@@ -1003,6 +1055,11 @@ class Simulation:
             assert arms[0].delay_s >= (outcome.retry_after_s or 0.0)
             assert arms[0].delay_s >= CONFIG.retry_initial_s / 2
             self.backoff = True
+            self.retry_at = d.now + arms[0].delay_s
+        elif isinstance(step, SYNCS) and isinstance(outcome, Synced):
+            self.retry_at = None
+        if isinstance(outcome, Loaded):
+            self.retry_at = None
         if isinstance(step, OpenChannel | CloseChannel) and isinstance(outcome, ProviderFailed):
             retry = push_deadline(step.calendar_id)
             assert any(isinstance(c, Arm) and c.name == retry for c in batch), f"{retry} not armed"
@@ -1050,7 +1107,12 @@ class Simulation:
         if isinstance(message, Resume):
             m.parked = False
         self.trace.append(f"post {message} {[e.entry_id for e in entries]} at {self.driver.now}")
+        self.quiet = self.backing_off() and isinstance(message, Changed | Resync | SyncNow)
         self.handle(self.driver.post(message, *entries))
+        self.quiet = False
+
+    def backing_off(self) -> bool:
+        return self.retry_at is not None and self.driver.now < self.retry_at
 
     def rule(self, message: AccountMessage, e: InboxEntry) -> Held:
         """Which success may acknowledge ``e``, posted with ``message`` now."""
@@ -1069,7 +1131,11 @@ class Simulation:
     def fire(self, name: str) -> None:
         self.clock += 1
         self.trace.append(f"deadline {name} at {self.driver.now}")
+        self.quiet = self.backing_off() and name.startswith(SETTLE_PREFIX)
+        if name == POLL:
+            self.retry_at = None  # the retry itself
         self.handle(self.driver.fire(name))
+        self.quiet = False
 
     def new_entry(self, message: AccountMessage) -> InboxEntry:
         self.ids += 1

@@ -8,6 +8,7 @@ authenticated before a handler runs; handlers keep no state outside the Backend.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from sandbox.emulators.shared.faults import break_first_item
 from sandbox.emulators.shared.tokens import TokenError, decode_token, encode_token
 
-from .backend import BACKEND, Backend
+from .backend import BACKEND, ApiCall, Backend
 from .errors import ApiError, auth_error, bad_param
 from .faults import api_error
 from .listing import PageOptions, events_envelope, list_events, parse_list_query
@@ -73,7 +74,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise auth_error()
-        request[_GRANT] = request.app[BACKEND].store.authenticate(token.strip())
+        grant = request[_GRANT] = request.app[BACKEND].store.authenticate(token.strip())
+        backend = request.app[BACKEND]
+        quota = backend.quotas.get(grant.email)
+        now = time.monotonic()
+        admitted = quota is None or quota.admit(now)
+        backend.calls.append(ApiCall(now, grant.email, request.method, request.path, not admitted))
+        if not admitted:
+            raise ApiError(
+                403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits"
+            )
     return await handler(request)
 
 

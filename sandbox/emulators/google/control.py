@@ -29,6 +29,10 @@ HTTP control API (JSON bodies and answers; errors use the Google envelope; base 
   page that still has a nextPageToken), ``page_size`` (cap a page).
   ``path`` is a glob over the request path, e.g. ``/calendar/v3/calendars/*/events``.
 - ``DELETE faults`` -> 204.
+- ``POST quotas`` ``{"email", "requests": n | null, "window_s"?: 60}`` -> 204: a per-user rate
+  limit; past it the API answers 403 ``userRateLimitExceeded`` without Retry-After.
+- ``GET calls?email=`` -> ``{"items": [{"at" (monotonic s), "email", "method", "path",
+  "refused"}]}``: every authenticated API call.
 - ``POST push`` ``{"drop"?: n, "duplicate"?: n}`` -> 204: drop or duplicate the next n
   notifications.
 - ``GET channels`` -> ``{"items": [api#channel + "address", "calendarId"]}``;
@@ -52,7 +56,7 @@ from aiohttp import web
 from sandbox.emulators.shared.authorization import SignIn
 
 from . import recurrence
-from .backend import Backend
+from .backend import ApiCall, Backend, UserQuota
 from .errors import ApiError
 from .listing import single_event_rows
 from .store import DEFAULT_SCOPES, CalendarRecord
@@ -206,6 +210,18 @@ class Control:
         )
         return fault.id
 
+    def set_user_quota(self, email: str, requests: int | None, window_s: float = 60.0) -> None:
+        """Limit ``email`` to ``requests`` API calls per ``window_s`` (None: no limit); past
+        it the API answers 403 userRateLimitExceeded without Retry-After."""
+        if requests is None:
+            self._backend.quotas.pop(email, None)
+        else:
+            self._backend.quotas[email] = UserQuota(requests, window_s)
+
+    def calls(self, email: str | None = None) -> list[ApiCall]:
+        """The authenticated API calls so far (of ``email``), oldest first."""
+        return [c for c in self._backend.calls if email in (None, c.email)]
+
     def clear_faults(self) -> None:
         self._backend.faults.clear()
 
@@ -270,6 +286,8 @@ def add_routes(app: web.Application) -> None:
         ("POST", "access_tokens/expire", _expire),
         ("POST", "faults", _add_fault),
         ("DELETE", "faults", _clear_faults),
+        ("POST", "quotas", _quota),
+        ("GET", "calls", _calls),
         ("POST", "push", _push),
         ("GET", "channels", _channels),
         ("GET", "deliveries", _deliveries),
@@ -372,6 +390,24 @@ async def _add_fault(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
 
 async def _clear_faults(c: Control, _: web.Request, __: dict[str, Any]) -> Any:
     c.clear_faults()
+
+
+async def _quota(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
+    requests = b.get("requests")
+    c.set_user_quota(
+        str(b["email"]),
+        None if requests is None else int(requests),
+        float(b.get("window_s", 60.0)),
+    )
+
+
+async def _calls(c: Control, request: web.Request, __: dict[str, Any]) -> Any:
+    return {
+        "items": [
+            {"at": x.at, "email": x.email, "method": x.method, "path": x.path, "refused": x.refused}
+            for x in c.calls(request.query.get("email"))
+        ]
+    }
 
 
 async def _push(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
