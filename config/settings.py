@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     # A budget shared by accounts (Google's per project) slows everyone only when this many
     # distinct accounts were throttled within the window: one account's per-user quota is its
     # own business. The block lasts the Retry-After, or the penalty when none came.
+    # How long a replaced push channel stays accepted by the gateway (late messages sent on it);
+    # unset: each kind's redelivery horizon (Google 15 min, Graph 4 h).
+    push_retired_grace_s: float | None = Field(default=None, gt=0)
     rate_shared_quorum: int = Field(default=3, ge=1)
     rate_shared_window_s: float = Field(default=60.0, gt=0)
     rate_shared_penalty_s: float = Field(default=10.0, gt=0)

@@ -1,8 +1,10 @@
 """Pure verification of a parsed notification against the channel we stored for it.
 
 Invariants:
-- a notification is accepted only for a known, unexpired channel whose stored token hash
-  equals the hash of the token it carries, compared with ``hmac.compare_digest``;
+- a notification is accepted only for a known channel whose stored token hash equals the hash
+  of the token it carries, compared with ``hmac.compare_digest``, that is unexpired or, once
+  replaced, still within its retirement grace (messages the provider sent before the
+  replacement may arrive late, and a 4xx would lose them);
 - a Google notification must also name the channel's resource id, when we know it (the sync
   message can arrive before the watch response that tells us the resource id);
 - ids that no provider would issue (empty, over ``MAX_ID_LENGTH``, non-printable ASCII) are
@@ -69,6 +71,9 @@ def verify(
         and notification.resource_id != channel.resource_id
     ):
         return Rejection.RESOURCE_MISMATCH
+    if channel.retired_until is not None:
+        # Replaced: its own expiry may pass while late messages still arrive; the grace rules.
+        return Rejection.EXPIRED if channel.retired_until <= now else None
     if channel.expires_at is not None and channel.expires_at <= now:
         return Rejection.EXPIRED
     return None

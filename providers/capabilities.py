@@ -69,6 +69,9 @@ class Capabilities:
     keepalive: bool = False
     # The authorization_code grant names the scopes again (it names the resource there).
     scope_in_token_grant: bool = False
+    # How long after a channel is replaced its messages may still arrive (the provider's
+    # redelivery horizon): the retired channel stays accepted that long.
+    redelivery_horizon_s: float = 15 * 60.0
 
     def pushes_calendar(self, calendar_id: str) -> bool:
         """Whether ``calendar_id`` gets a channel of its own."""

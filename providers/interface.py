@@ -82,21 +82,6 @@ class CalendarProvider(Protocol):
         """Open a notification channel to ``address``; replacing one is start-new, stop-old."""
         ...
 
-    async def replace_push(
-        self,
-        access_token: str,
-        channel: PushChannel,
-        *,
-        address: str,
-        new_channel_id: str,
-        new_token: str,
-        ttl_s: int,
-    ) -> PushChannel:
-        """Extend a channel's life: renew it where the provider can (Graph), else open a new one
-        with the new id and token and close the old one (Google). Notifications for the old
-        channel may still arrive for a while; keep accepting them until it expires."""
-        ...
-
     async def stop_push(self, access_token: str, channel: PushChannel) -> None:
         """Close a channel; one the provider no longer knows counts as closed."""
         ...

@@ -63,7 +63,7 @@ async def read_audit_snapshot(conn: Queryable) -> AuditSnapshot:
     channels = await conn.fetch(
         "SELECT p.account_id, p.calendar_id, p.expires_at FROM push_channels p"
         " JOIN accounts a ON a.id = p.account_id WHERE a.status = 'active'"
-        " ORDER BY p.account_id, p.calendar_id"
+        " AND p.retired_until IS NULL ORDER BY p.account_id, p.calendar_id"
     )
     return AuditSnapshot(
         accounts=tuple(AuditAccount(**dict(row.items())) for row in accounts),

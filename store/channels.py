@@ -5,7 +5,10 @@ Invariants:
   ``created_at``;
 - the channel token / clientState itself is never stored, only ``hash_token`` of it (sha-256 of
   its UTF-8 bytes), which the gateway compares in constant time;
-- ``token_hash`` is left out of ``repr`` so a logged row never carries it.
+- ``token_hash`` is left out of ``repr`` so a logged row never carries it;
+- a replaced channel is retired, not deleted: the gateway still finds it (``get_channel``) until
+  ``retired_until``, the actor, the audit and ``accounts show`` never (``list_channels``), and
+  ``delete_retired`` removes it after.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from store.db import Queryable
 from store.vocabulary import Provider
 
 _COLUMNS = (
-    "provider, id, account_id, calendar_id, shard, resource_id, token_hash, expires_at, created_at"
+    "provider, id, account_id, calendar_id, shard, resource_id, token_hash, expires_at, created_at,"
+    " retired_until"
 )
 
 
@@ -46,6 +50,8 @@ class ChannelRow:
     resource_id: str | None = None
     expires_at: datetime | None = None
     created_at: datetime | None = None
+    # Set once the channel was replaced: still accepted until then (``retire_channel``).
+    retired_until: datetime | None = None
 
 
 def _row(record: asyncpg.Record) -> ChannelRow:
@@ -59,6 +65,7 @@ def _row(record: asyncpg.Record) -> ChannelRow:
         resource_id=record["resource_id"],
         expires_at=record["expires_at"],
         created_at=record["created_at"],
+        retired_until=record["retired_until"],
     )
 
 
@@ -126,9 +133,9 @@ async def delete_channel(conn: Queryable, provider: Provider, channel_id: str) -
 
 
 async def list_channels(conn: Queryable, account_id: UUID) -> list[ChannelRow]:
-    """Every channel of an account, by calendar, oldest first."""
+    """Every live (not retired) channel of an account, by calendar, oldest first."""
     records = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM push_channels WHERE account_id = $1"
+        f"SELECT {_COLUMNS} FROM push_channels WHERE account_id = $1 AND retired_until IS NULL"
         " ORDER BY calendar_id, created_at, provider, id",
         account_id,
     )
@@ -141,7 +148,7 @@ async def list_channels_many(
     """Every channel of each account (as ``list_channels``), in one query."""
     records = await conn.fetch(
         f"SELECT {_COLUMNS} FROM push_channels WHERE account_id = ANY($1::uuid[])"
-        " ORDER BY account_id, calendar_id, created_at, provider, id",
+        " AND retired_until IS NULL ORDER BY account_id, calendar_id, created_at, provider, id",
         list(account_ids),
     )
     found: dict[UUID, list[ChannelRow]] = {account_id: [] for account_id in account_ids}
@@ -149,3 +156,26 @@ async def list_channels_many(
         row = _row(record)
         found.setdefault(row.account_id, []).append(row)
     return found
+
+
+async def retire_channel(
+    conn: Queryable, provider: Provider, channel_id: str, until: datetime
+) -> bool:
+    """Mark a replaced channel retired: accepted by the gateway until ``until``, listed
+    nowhere else; whether it was live."""
+    status = await conn.execute(
+        "UPDATE push_channels SET retired_until = $3 WHERE provider = $1 AND id = $2"
+        " AND retired_until IS NULL",
+        provider,
+        channel_id,
+        until,
+    )
+    return status != "UPDATE 0"
+
+
+async def delete_retired(conn: Queryable, now: datetime) -> int:
+    """Delete the retired channels whose grace ended by ``now``; how many."""
+    status = await conn.execute(
+        "DELETE FROM push_channels WHERE retired_until IS NOT NULL AND retired_until <= $1", now
+    )
+    return int(status.split()[-1])

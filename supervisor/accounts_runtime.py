@@ -151,6 +151,7 @@ class AccountsRuntime:
             rate_penalty_max_s=settings.rate_penalty_max_s,
             retry_after_max_s=settings.retry_after_max_s,
             push_addresses=self._push_addresses(),
+            retired_grace_s=settings.push_retired_grace_s,
             capabilities={kind.name: kind.capabilities for kind in self.kinds},
             rate_gate=self._rate_gate,
             on_stale_epoch=keeper.epoch_refused,

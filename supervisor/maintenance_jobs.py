@@ -7,7 +7,8 @@ Invariants:
   late batch fails instead of landing;
 - the cleanup deletes events that lie wholly before the start of the window the sync would
   follow now (``sync_window``), finished outbox items past the retention and conflicts resolved
-  longer ago than the retention; it records no change-feed rows (docs/maintenance.md);
+  longer ago than the retention, and replaced channels past their grace; it records no
+  change-feed rows (docs/maintenance.md);
 - the audit reads, decides (``maintenance_audit.audit``, pure), and repairs by appending
   stream entries for the owning actors; it never touches an actor or a channel itself;
 - each job returns counts for the run's ``details``; none carries a secret.
@@ -28,6 +29,7 @@ from cluster.streams import append
 from config.settings import Settings
 from kinds import default_registry
 from store.audit import read_audit_snapshot
+from store.channels import delete_retired
 from store.db import PgPool, PgPoolConnection
 from store.maintenance import (
     delete_events_before,
@@ -128,11 +130,14 @@ async def run_cleanup(fence: RunFence, now: datetime, policy: CleanupPolicy) -> 
         conflicts += deleted
         if deleted < policy.batch:
             break
+    async with fence.transaction() as conn:
+        channels = await delete_retired(conn, now)
     return {
         "events_deleted": events,
         "events_cutoff": cutoff.isoformat(),
         "outbox_deleted": outbox,
         "conflicts_deleted": conflicts,
+        "retired_channels_deleted": channels,
     }
 
 

@@ -93,6 +93,8 @@ class AccountContext:
     # client with different capabilities); a kind missing here has its client's.
     capabilities: Mapping[str, Capabilities] = field(default_factory=dict)
     push_ttl_s: int = 7 * 24 * 3600
+    # How long a replaced channel stays accepted; None: its kind's redelivery horizon.
+    retired_grace_s: float | None = None
     # The shared budget a call to ``provider`` for an account draws on, or None.
     rate_gate: Callable[[str, str], RateGate | None] = no_rate_gate
     rate_wait_max_s: float = 5.0  # wait this long for a token before treating it as throttled

@@ -398,9 +398,11 @@ class AccountCore:
             s.channels |= {calendar_id}
             if outcome.renew_in_s is not None:
                 follow += self._arm(push_deadline(calendar_id), outcome.renew_in_s)
-            if opened and pending.announce:
+            recreated = isinstance(step, OpenChannel) and step.recreate  # a sync follows it
+            if pending.announce or not (opened or recreated):
                 # Changes made between the last sync and the channel opening were announced to
-                # nobody: one more incremental round picks them up.
+                # nobody, and a replacement may have lost a late message to the old channel
+                # past its grace: one more incremental round picks them up.
                 follow.append(PostSelf(Changed(calendar_id)))
         return [*follow, *self._release(calendar_id, pending.then_ack)]
 

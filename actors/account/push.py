@@ -1,5 +1,5 @@
-"""Push channels of the account actor: open, renew / replace, recreate (Google watch channels,
-Graph subscriptions), each stored in ``push_channels``.
+"""Push channels of the account actor: open, replace, recreate (Google watch channels, Graph
+subscriptions), each stored in ``push_channels``.
 
 Invariants:
 - a channel is opened only after the calendar's first completed sync, and only when the replica
@@ -8,9 +8,10 @@ Invariants:
   to its ``primary`` calendar;
 - every channel gets a fresh random id (``uuid4().hex``; Graph names its own) and a fresh random
   token (``token_urlsafe(32)``); only ``hash_token`` of the token is stored, never the token;
-- the provider call comes first, then ONE fenced transaction saves the new row and deletes the
-  row it replaces (a Google replacement or a recreated Graph subscription has a new id); a
-  renewed Graph subscription keeps its id and clientState, so its row keeps its token hash;
+- a renewal is a replacement, for both kinds: the new channel is started at the provider, then
+  ONE fenced transaction saves its row and retires the row it replaces (accepted by the gateway
+  for ``retired_grace_s``: messages sent on it before may arrive late), then the old channel is
+  stopped at the provider (a failure there is logged: it only means duplicates until it ends);
 - a stale epoch rolls the transaction back: the row is never written by a former owner (a
   channel opened just before is left to expire at the provider);
 - stopping the actor or parking it never touches channels: another replica may take over the
@@ -25,17 +26,27 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol, TypeVar
 
+import structlog
+
 from actors.account.context import AccountContext
-from providers.errors import NotFound
+from providers.errors import ProviderError
 from providers.interface import CalendarProvider
 from providers.models import PushChannel
 from store.accounts import Account
-from store.channels import ChannelRow, delete_channel, hash_token, save_channel
+from store.channels import (
+    ChannelRow,
+    delete_channel,
+    hash_token,
+    retire_channel,
+    save_channel,
+)
 from store.fencing import fenced_transaction
 
 T = TypeVar("T")
+log = structlog.get_logger("actors.account.push")
 
 
 class ProviderCall(Protocol):
@@ -71,6 +82,14 @@ class PushScope:
     def provider(self) -> CalendarProvider:
         return self.ctx.providers[self.account.provider]
 
+    @property
+    def retired_grace_s(self) -> float:
+        """How long a replaced channel stays accepted: the setting, else the kind's horizon."""
+        configured = self.ctx.retired_grace_s
+        if configured is not None:
+            return configured
+        return self.ctx.capabilities_of(self.account.provider).redelivery_horizon_s
+
 
 def _fresh_id_and_token() -> tuple[str, str]:
     return uuid.uuid4().hex, secrets.token_urlsafe(32)
@@ -79,7 +98,9 @@ def _fresh_id_and_token() -> tuple[str, str]:
 async def open_channel(
     scope: PushScope, calendar_id: str, *, replacing: ChannelRow | None = None
 ) -> ChannelRow:
-    """Start a channel for ``calendar_id`` and store it (deleting ``replacing``'s row)."""
+    """Start a channel for ``calendar_id`` with a fresh id and secret and store it; a channel
+    it replaces is retired (still accepted for the kind's redelivery horizon), then stopped at
+    the provider."""
     channel_id, token = _fresh_id_and_token()
     channel = await scope.call(
         lambda access_token: scope.provider.start_push(
@@ -91,30 +112,29 @@ async def open_channel(
             ttl_s=scope.ctx.push_ttl_s,
         )
     )
-    return await _store(scope, channel, hash_token(token), replacing)
+    row = await _store(scope, channel, hash_token(token), replacing)
+    if replacing is not None and replacing.id != row.id:
+        await _stop_replaced(scope, replacing)
+    return row
 
 
 async def replace_channel(scope: PushScope, row: ChannelRow) -> ChannelRow:
-    """Extend ``row``'s channel: Graph renews it in place (or recreates it after a 404), Google
-    opens a new channel and stops the old one. A channel the provider no longer knows
-    (``NotFound``) is opened anew."""
-    channel_id, token = _fresh_id_and_token()
+    """Replace ``row``'s channel before it expires: a new one first (a fresh id and secret, so
+    a leaked secret dies with its channel; Google has no renewal, and Graph updates a
+    clientState only undocumentedly), then the old one retired and stopped. Nothing sent in
+    between is lost: both are accepted meanwhile."""
+    return await open_channel(scope, row.calendar_id, replacing=row)
+
+
+async def _stop_replaced(scope: PushScope, row: ChannelRow) -> None:
+    """Stop a replaced channel at the provider; a failure only costs duplicate notifications
+    until it expires, so it is logged, not raised."""
     try:
-        channel = await scope.call(
-            lambda access_token: scope.provider.replace_push(
-                access_token,
-                as_push_channel(row),
-                address=scope.address,
-                new_channel_id=channel_id,
-                new_token=token,
-                ttl_s=scope.ctx.push_ttl_s,
-            )
+        await scope.call(
+            lambda access_token: scope.provider.stop_push(access_token, as_push_channel(row))
         )
-    except NotFound:
-        return await open_channel(scope, row.calendar_id, replacing=row)
-    # Renewed in place: the provider kept the id and the clientState we hashed before.
-    token_hash = row.token_hash if channel.id == row.id else hash_token(token)
-    return await _store(scope, channel, token_hash, row)
+    except ProviderError as error:
+        log.info("replaced channel not stopped", calendar=row.calendar_id, error=error.kind.value)
 
 
 async def close_channel(scope: PushScope, row: ChannelRow) -> ChannelRow:
@@ -145,5 +165,6 @@ async def _store(
     )
     async with fenced_transaction(scope.ctx.pool, account.shard, scope.epoch) as conn:
         if replacing is not None and replacing.id != row.id:
-            await delete_channel(conn, replacing.provider, replacing.id)
+            until = scope.ctx.clock() + timedelta(seconds=scope.retired_grace_s)
+            await retire_channel(conn, replacing.provider, replacing.id, until)
         return await save_channel(conn, row)

@@ -14,4 +14,5 @@ CAPABILITIES = Capabilities(
         subject_claims=("sub",),
         issuers=("https://accounts.google.com", "accounts.google.com"),  # OIDC docs: both
     ),
+    redelivery_horizon_s=15 * 60.0,  # Google documents none: the 15-minute safety poll's span
 )

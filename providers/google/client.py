@@ -322,29 +322,6 @@ class GoogleCalendarProvider:
             raw={key: value for key, value in body.items() if key != "token"},
         )
 
-    async def replace_push(
-        self,
-        access_token: str,
-        channel: PushChannel,
-        *,
-        address: str,
-        new_channel_id: str,
-        new_token: str,
-        ttl_s: int,
-    ) -> PushChannel:
-        """No renewal API (providers.md A.4): watch with a new id first, then stop the old one,
-        so no change goes unannounced in between."""
-        replacement = await self.start_push(
-            access_token,
-            channel.calendar_id,
-            address=address,
-            channel_id=new_channel_id,
-            token=new_token,
-            ttl_s=ttl_s,
-        )
-        await self.stop_push(access_token, channel)
-        return replacement
-
     async def stop_push(self, access_token: str, channel: PushChannel) -> None:
         """channels.stop; a channel Google no longer knows (404) counts as stopped."""
         if channel.resource_id is None:

@@ -13,4 +13,5 @@ CAPABILITIES = Capabilities(
     mailbox_calendar="primary",
     keepalive=True,
     scope_in_token_grant=True,
+    redelivery_horizon_s=4 * 3600.0,  # Graph retries a notification for up to 4 hours
 )

@@ -373,42 +373,6 @@ class MicrosoftCalendarProvider:
         )
         return _channel(body, calendar_id, token, "subscriptions.create")
 
-    async def replace_push(
-        self,
-        access_token: str,
-        channel: PushChannel,
-        *,
-        address: str,
-        new_channel_id: str,
-        new_token: str,
-        ttl_s: int,
-    ) -> PushChannel:
-        """Renew by PATCHing the expiry (which also reauthorizes); the id and clientState stay.
-        A subscription Graph no longer knows (404) is created anew with ``new_token``."""
-        request = {"expirationDateTime": self._expiration(ttl_s)}
-        response = await self._request(
-            access_token,
-            "PATCH",
-            self._base_url + f"subscriptions/{_segment(channel.id)}",
-            json_body=request,
-        )
-        if response.status == 404:
-            return await self.start_push(
-                access_token,
-                channel.calendar_id,
-                address=address,
-                channel_id=new_channel_id,
-                token=new_token,
-                ttl_s=ttl_s,
-            )
-        if not 200 <= response.status < 300:
-            raise self._error(response, "subscriptions.update")
-        try:
-            body = _json_object(response)
-        except MalformedPayload as exc:
-            raise _malformed("subscriptions.update", exc) from None
-        return _channel(body, channel.calendar_id, channel.token, "subscriptions.update")
-
     async def stop_push(self, access_token: str, channel: PushChannel) -> None:
         """DELETE /subscriptions/{id}; a subscription Graph no longer knows counts as stopped."""
         response = await self._request(

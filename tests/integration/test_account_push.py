@@ -8,7 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from actors.account.messages import ChannelRemoved, SyncNow
 from cluster.inbox import InboxEntry
 from providers.google import CAPABILITIES as GOOGLE
 from providers.microsoft import CAPABILITIES as MICROSOFT
-from store.channels import ChannelRow, list_channels
+from store.channels import ChannelRow, get_channel, list_channels
 from tests.integration import test_account_actor
 from tests.integration.test_account_actor import SHARD, World, create, email_of, wait_for
 
@@ -127,9 +127,12 @@ async def test_google_channel_opens_then_is_replaced_at_half_life(
     await assert_token_never_stored(world, new_channel["token"])
 
 
-async def test_graph_subscription_opens_then_is_renewed_in_place(
+async def test_graph_subscription_opens_then_is_replaced_with_a_new_secret(
     world: World, receiver: Receiver
 ) -> None:
+    # Before: renewed in place (PATCH), keeping its clientState for the account's lifetime.
+    # Now each renewal is a new subscription with a new clientState; the old one is deleted at
+    # Graph and its row retired (still accepted by the gateway for Graph's 4-hour horizon).
     with_push(world, receiver, ttl_s=2)
     control: Any = world.microsoft.control
     account_id, cal = await world.add_account("microsoft")
@@ -146,24 +149,25 @@ async def test_graph_subscription_opens_then_is_renewed_in_place(
     assert sub["resource"] == "/me/events"
     assert row.token_hash == sha256(sub["clientState"])
     await assert_token_never_stored(world, sub["clientState"])
-    first_expiry = expiry(sub)
 
-    async def renewed() -> bool:
+    async def replaced() -> bool:
         subs = control.subscriptions()
         stored = await rows(world, account_id)
         return (
             len(subs) == 1
-            and subs[0]["id"] == sub["id"]
-            and expiry(subs[0]) > first_expiry
+            and subs[0]["id"] != sub["id"]
             and len(stored) == 1
-            and stored[0].expires_at is not None
-            and row.expires_at is not None
-            and stored[0].expires_at > row.expires_at
+            and stored[0].id == subs[0]["id"]
         )
 
-    await wait_for(renewed, "the subscription's expiry extended, same id")
-    (renewed_row,) = await rows(world, account_id)
-    assert renewed_row.id == row.id and renewed_row.token_hash == row.token_hash
+    await wait_for(replaced, "the subscription replaced")
+    new = control.subscriptions()[0]
+    (new_row,) = await rows(world, account_id)
+    assert new["clientState"] != sub["clientState"]
+    assert new_row.token_hash == sha256(new["clientState"]) != row.token_hash
+    old = await get_channel(world.pool, "microsoft", row.id)
+    assert old is not None and old.retired_until is not None
+    assert old.retired_until - datetime.now(UTC) > timedelta(hours=3)  # Graph's horizon
 
 
 async def test_graph_subscription_removed_is_recreated(world: World, receiver: Receiver) -> None:

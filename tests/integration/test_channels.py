@@ -11,11 +11,13 @@ from store.accounts import Account, create_account
 from store.channels import (
     ChannelRow,
     delete_channel,
+    delete_retired,
     get_channel,
     get_channels,
     hash_token,
     list_channels,
     list_channels_many,
+    retire_channel,
     save_channel,
 )
 from store.db import PgPool
@@ -95,6 +97,25 @@ async def test_delete_and_list(pool: PgPool, account: Account) -> None:
     assert await delete_channel(pool, "google", "c1") is True
     assert await delete_channel(pool, "google", "c1") is False
     assert [row.id for row in await list_channels(pool, account.id)] == ["c2"]
+
+
+async def test_a_retired_channel_is_found_by_the_gateway_only_until_deleted(
+    pool: PgPool, account: Account
+) -> None:
+    now = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    await save_channel(pool, _row(account, "old", calendar_id="a"))
+    await save_channel(pool, _row(account, "new", calendar_id="a"))
+    until = now + timedelta(minutes=15)
+    assert await retire_channel(pool, "google", "old", until) is True
+    assert await retire_channel(pool, "google", "old", until) is False  # once
+    assert [row.id for row in await list_channels(pool, account.id)] == ["new"]
+    assert (await list_channels_many(pool, [account.id]))[account.id][0].id == "new"
+    found = await get_channel(pool, "google", "old")
+    assert found is not None and found.retired_until == until  # the gateway still knows it
+    assert await delete_retired(pool, until - timedelta(seconds=1)) == 0
+    assert await delete_retired(pool, until) == 1
+    assert await get_channel(pool, "google", "old") is None
+    assert await get_channel(pool, "google", "new") is not None
 
 
 async def test_channels_of_many_accounts_in_one_call(pool: PgPool, account: Account) -> None:

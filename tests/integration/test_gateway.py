@@ -102,6 +102,12 @@ def test_verify_outcomes() -> None:
         verify(note(resource="x"), _channel_row(resource_id=None), now, check_resource=True) is None
     )
     assert verify(note(), _channel_row(expires_at=now), now) is Rejection.EXPIRED
+    # A replaced channel: accepted through its grace, even past its own expiry (a message sent
+    # on it before the replacement, delivered late); refused after.
+    retired = _channel_row(expires_at=now, retired_until=now + timedelta(seconds=1))
+    assert verify(note(), retired, now) is None
+    assert verify(note(token="x"), retired, now) is Rejection.BAD_TOKEN
+    assert verify(note(), retired, now + timedelta(seconds=1)) is Rejection.EXPIRED
     assert token_matches("tok", hash_token("tok")) and not token_matches("tok", b"")
     assert plausible_id("0f8fad5b-d9cb-469f-a165-70867728950e")
     assert not any(map(plausible_id, ["", "a\x00b", "a\nb", "é", "x" * 257]))

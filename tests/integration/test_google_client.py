@@ -581,20 +581,6 @@ async def test_watch_notify_verify_and_stop(
     await provider.stop_push(world.access_token, channel)  # already stopped: fine
 
 
-async def test_replacing_a_channel_is_start_new_then_stop_old(
-    world: World, receiver: tuple[str, asyncio.Queue[dict[str, str]]]
-) -> None:
-    address, _ = receiver
-    old = await world.provider.start_push(
-        world.access_token, EMAIL, address=address, channel_id="old-1", token="t1", ttl_s=60
-    )
-    new = await world.provider.replace_push(
-        world.access_token, old, address=address, new_channel_id="new-1", new_token="t2", ttl_s=60
-    )
-    assert (new.id, new.token, new.resource_id) == ("new-1", "t2", old.resource_id)
-    assert [c["id"] for c in world.control.channels()] == [new.id]
-
-
 async def test_stopping_an_unknown_channel_is_fine(
     world: World, receiver: tuple[str, asyncio.Queue[dict[str, str]]]
 ) -> None:

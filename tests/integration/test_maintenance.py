@@ -412,6 +412,7 @@ async def test_cleanup_deletes_exactly_what_left_the_window_or_the_retention(poo
         "events_cutoff": cutoff.isoformat(),
         "outbox_deleted": 2,
         "conflicts_deleted": 1,
+        "retired_channels_deleted": 0,
     }
     left = await pool.fetch("SELECT id FROM events ORDER BY id")
     assert [r["id"] for r in left] == [

@@ -422,11 +422,16 @@ def test_no_channel_without_a_push_address_or_for_a_polled_kind() -> None:
         ]
 
 
-def test_a_renewed_channel_announces_nothing() -> None:
+def test_a_replaced_channel_is_followed_by_an_incremental_round() -> None:
+    # Before: a renewal ran no catch-up sync, so a message lost to the old channel waited for
+    # the 15-minute poll.
     d = running(GOOGLE, channels=(("a", 30.0),))
     assert d.fire(push_deadline("a")) == [CheckFollowed("a")]
     assert d.answer(Followed(True)) == [OpenChannel("a", recreate=False)]
-    assert d.answer(ChannelOpened(30.0)) == [Arm(push_deadline("a"), 30.0)]
+    assert d.answer(ChannelOpened(30.0)) == [
+        Arm(push_deadline("a"), 30.0),
+        PostSelf(Changed("a")),
+    ]
 
 
 def test_listing_closes_channels_of_calendars_no_longer_followed() -> None:
@@ -621,7 +626,10 @@ def test_a_failed_close_retries_through_the_push_deadline() -> None:
 def test_push_deadline_with_mailbox_scope_renews_directly() -> None:
     d = running(MICROSOFT, channels=(("primary", 30.0),))
     assert d.fire(push_deadline("primary")) == [OpenChannel("primary", recreate=False)]
-    assert d.answer(ChannelOpened(50.0)) == [Arm(push_deadline("primary"), 50.0)]
+    assert d.answer(ChannelOpened(50.0)) == [
+        Arm(push_deadline("primary"), 50.0),
+        PostSelf(Changed("primary")),
+    ]
 
 
 # -- settling a hot calendar ----------------------------------------------------------------------
@@ -754,6 +762,7 @@ def test_reauthorize_renews_the_channel_then_acknowledges() -> None:
     assert d.post(Reauthorize("primary"), e) == [OpenChannel("primary", recreate=False)]
     assert d.answer(ChannelOpened(40.0)) == [
         Arm(push_deadline("primary"), 40.0),
+        PostSelf(Changed("primary")),
         Acknowledge((e,)),
     ]
     assert d.core.state.unacked == {}

@@ -33,8 +33,9 @@ HTTP control API (JSON bodies and answers; errors use the Google envelope; base 
   limit; past it the API answers 403 ``userRateLimitExceeded`` without Retry-After.
 - ``GET calls?email=`` -> ``{"items": [{"at" (monotonic s), "email", "method", "path",
   "refused"}]}``: every authenticated API call.
-- ``POST push`` ``{"drop"?: n, "duplicate"?: n}`` -> 204: drop or duplicate the next n
-  notifications.
+- ``POST push`` ``{"drop"?: n, "duplicate"?: n, "max_lifetime_s"?: s | null, "delay_s"?:
+  [low, high]}`` -> 204: drop or duplicate the next n notifications; grant channels at most
+  that lifetime; deliver each message after a random delay in that range.
 - ``GET channels`` -> ``{"items": [api#channel + "address", "calendarId"]}``;
   ``GET deliveries`` -> ``{"items": [{"channel_id","state","number","outcome","attempts"}]}``.
 - ``POST clock`` ``{"now"?: RFC 3339 | null, "advance_s"?: seconds}`` -> ``{"now"}``.
@@ -231,6 +232,17 @@ class Control:
     def duplicate_notifications(self, count: int) -> None:
         self._backend.hub.duplicate_next += count
 
+    def grant_channel_lifetime(self, max_s: float | None) -> None:
+        """Grant watch channels at most ``max_s`` seconds (None: as asked), as Google may
+        return an ``expiration`` earlier than the one asked for."""
+        self._backend.hub.max_lifetime_s = max_s
+
+    def delay_notifications(self, low_s: float, high_s: float) -> None:
+        """Deliver each later message after a random delay in ``[low_s, high_s]``."""
+        if not 0 <= low_s <= high_s:
+            raise ValueError("delays must satisfy 0 <= low_s <= high_s")
+        self._backend.hub.delivery_delay_s = (low_s, high_s)
+
     def channels(self) -> list[dict[str, Any]]:
         return [
             {**c.resource(), "address": c.address, "calendarId": c.calendar_id}
@@ -413,6 +425,12 @@ async def _calls(c: Control, request: web.Request, __: dict[str, Any]) -> Any:
 async def _push(c: Control, _: web.Request, b: dict[str, Any]) -> Any:
     c.drop_notifications(int(b.get("drop", 0)))
     c.duplicate_notifications(int(b.get("duplicate", 0)))
+    if "max_lifetime_s" in b:
+        lifetime = b["max_lifetime_s"]
+        c.grant_channel_lifetime(None if lifetime is None else float(lifetime))
+    if "delay_s" in b:
+        low, high = b["delay_s"]
+        c.delay_notifications(float(low), float(high))
 
 
 async def _channels(c: Control, _: web.Request, __: dict[str, Any]) -> Any:

@@ -90,6 +90,10 @@ class PushHub:
         self.deliveries: list[Delivery] = []
         self.drop_next = 0
         self.duplicate_next = 0
+        # Google may grant an expiration earlier than asked (a cap on what it grants), and a
+        # message may arrive seconds after it was sent (each delivery waits a random delay).
+        self.max_lifetime_s: float | None = None
+        self.delivery_delay_s: tuple[float, float] = (0.0, 0.0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
@@ -177,6 +181,9 @@ class PushHub:
         expiration = int((self.clock.now() + timedelta(seconds=ttl)).timestamp() * 1000)
         if asked is not None:
             expiration = min(expiration, asked)
+        if self.max_lifetime_s is not None:
+            granted = self.clock.now() + timedelta(seconds=self.max_lifetime_s)
+            expiration = min(expiration, int(granted.timestamp() * 1000))
         resource_id = self.resource_ids.setdefault(calendar_id, secrets.token_urlsafe(20))
         uri = f"{api_base_url}calendars/{quote(calendar_id, safe='@')}/events?alt=json"
         return Channel(
@@ -227,6 +234,9 @@ class PushHub:
         if channel.expiration_ms is not None:
             expires = datetime.fromtimestamp(channel.expiration_ms / 1000, UTC)
             headers["X-Goog-Channel-Expiration"] = format_datetime(expires, usegmt=True)
+        low, high = self.delivery_delay_s
+        if high > 0:
+            await asyncio.sleep(self._rng.uniform(low, high))
         for delay in (0.0, *self.retry_delays):
             if delay:
                 await asyncio.sleep(delay)
