@@ -252,7 +252,9 @@ class AccountCore:
         due, s.resync_due = s.resync_due, frozenset()
         work = [
             *(_Pending(SyncCalendar(c, full=True), covers=c) for c in sorted(due)),
-            _Pending(SyncAll(reconcile=not s.listed), covers=EVERY_CALENDAR),
+            # Every poll lists the calendars again: one added, renamed, removed or shared with
+            # the user since reaches the store within a poll interval (one cheap call).
+            _Pending(SyncAll(reconcile=True), covers=EVERY_CALENDAR),
             _Pending(DrainOutbox()),  # also the safety net for a missed outbox notification
         ]
         if not s.listed:

@@ -598,3 +598,39 @@ async def test_one_bad_item_never_stalls_an_account(world: World, provider: Prov
     assert await world.events(account_id) == await world.provider_view(provider, account_id, cal)
     titles = {title for _, _, title in await world.events(account_id)}
     assert "agenda with a NUL" in titles  # cleaned where it was parsed, and stored
+
+
+# --- calendars while running ---------------------------------------------------------------
+
+
+async def test_calendars_added_renamed_and_removed_reach_the_store_within_a_poll(
+    world: World,
+) -> None:
+    # Before: calendars were listed only when an actor started (or on sync-now / resume): one
+    # added later was not synced until a restart.
+    assert world.ctx is not None
+    world.ctx = replace(world.ctx, poll_every_s=0.2, poll_jitter=0.0)
+    account_id, primary = await world.add_account("google")
+    cell = await world.start(account_id)
+    await world.wait_synced(account_id, primary)
+    control: Any = world.google.control
+    email = email_of(control, "google")
+    added = control.add_calendar(email, "Team")["id"]
+    create("google", control, added, "team meeting", datetime.now(UTC) + timedelta(days=2))
+
+    async def listed(name: str) -> bool:
+        state = await get_calendar_state(world.pool, uuid.UUID(account_id), added)
+        return state is not None and state.name == name and state.delta_token is not None
+
+    await wait_for(lambda: listed("Team"), "the added calendar synced")
+    assert "team meeting" in {t for c, _, t in await world.events(account_id) if c == added}
+    control.rename_calendar(added, "Team (renamed)")
+    await wait_for(lambda: listed("Team (renamed)"), "the rename stored")
+    control.unsubscribe(email, added)
+
+    async def removed() -> bool:
+        state = await get_calendar_state(world.pool, uuid.UUID(account_id), added)
+        return state is not None and state.removed_at is not None
+
+    await wait_for(removed, "the removal stored")
+    assert cell.restarts == 0

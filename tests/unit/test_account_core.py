@@ -309,8 +309,9 @@ def test_first_poll_inherits_then_syncs_listing_then_drains() -> None:
     assert d.answer(Synced(listed=True)) == [ShowStatus("synced"), Arm(POLL, 60.0), DrainOutbox()]
     assert d.answer(Drained(None)) == [Cancel(OUTBOX)]
     assert d.step is None
-    # Listed now: later polls neither inherit nor list again.
-    assert d.fire(POLL) == [SyncAll(reconcile=False)]
+    # Inherited now: later polls do not again, but list the calendars each time (one added,
+    # renamed or removed since reaches the store within a poll interval).
+    assert d.fire(POLL) == [SyncAll(reconcile=True)]
 
 
 def test_unsettled_inherited_writes_drain_before_the_first_sync() -> None:
@@ -351,7 +352,7 @@ def test_a_calendar_sync_acknowledges_that_calendars_entries_only() -> None:
     assert out == [Acknowledge((changed_a,)), ShowStatus("synced")]
     retry = d.armed[POLL]
     # The retry's sync of every calendar covers the rest.
-    assert d.fire(POLL) == [SyncAll(reconcile=False)]
+    assert d.fire(POLL) == [SyncAll(reconcile=True)]
     out = d.answer(Synced())
     assert out == [Acknowledge((sync_now,)), ShowStatus("synced"), Arm(POLL, 60.0), DrainOutbox()]
     assert retry != 60.0
@@ -499,7 +500,7 @@ def test_notifications_during_a_backoff_wait_for_its_retry() -> None:
     assert d.answer(Synced((("c", d.now),))) == [
         Acknowledge((full,)),
         ShowStatus("synced"),
-        SyncAll(reconcile=False),
+        SyncAll(reconcile=True),
     ]
     d.answer(Synced(), Drained(None))
     assert set(d.acked) == {first, later, full, every} and d.core.state.unacked == {}
@@ -883,7 +884,7 @@ def test_turning_auto_sync_off_keeps_the_retry_of_held_entries() -> None:
     d.post(PreferencesChanged())
     assert d.answer(PreferencesLoaded(MANUAL)) == []
     assert POLL in d.armed
-    assert d.fire(POLL) == [SyncAll(reconcile=False)]
+    assert d.fire(POLL) == [SyncAll(reconcile=True)]
 
 
 def test_without_auto_sync_a_failed_reauthorize_renewal_acknowledges() -> None:

@@ -107,6 +107,10 @@ class Control:
         cal = self._store.add_calendar(email, summary, time_zone, calendar_id=calendar_id)
         return {"id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone}
 
+    def rename_calendar(self, calendar_id: str, summary: str) -> None:
+        """The owner renames a calendar (its ``summary``, as calendarList lists it)."""
+        self._calendar(calendar_id).summary = summary
+
     def unsubscribe(self, email: str, calendar_id: str) -> None:
         """The user removes a calendar from their list; its channels keep running."""
         self._store.unsubscribe(email, calendar_id)
