@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     # How long a replaced push channel stays accepted by the gateway (late messages sent on it);
     # unset: each kind's redelivery horizon (Google 15 min, Graph 4 h).
     push_retired_grace_s: float | None = Field(default=None, gt=0)
+    # A calendar its provider refuses to watch is polled at this cadence (push tells nothing).
+    sync_unwatched_poll_s: float = Field(default=6 * 3600.0, gt=0)
     rate_shared_quorum: int = Field(default=3, ge=1)
     rate_shared_window_s: float = Field(default=60.0, gt=0)
     rate_shared_penalty_s: float = Field(default=10.0, gt=0)

@@ -190,6 +190,7 @@ async def account_details(pool: PgPool, account_id: UUID) -> dict[str, Any]:
             "removed_at": iso_time(c.removed_at),
             "events": counts.get(c.id, 0),
             "set_aside": c.set_aside,
+            "watchable": c.push_refused_at is None,  # False: its provider refuses a channel
         }
         for c in calendars
     ]

@@ -111,5 +111,10 @@ class Permanent(ProviderError):
     kind = ErrorKind.PERMANENT
 
 
+class PushUnsupported(Permanent):
+    """The provider refuses a channel on this resource (Google's
+    ``pushNotSupportedForRequestedResource``): it can only be polled."""
+
+
 class InvalidNotification(Exception):
     """A webhook request that is not a genuine notification for a channel we hold."""

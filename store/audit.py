@@ -30,6 +30,7 @@ class AuditCalendar:
     account_id: UUID
     id: str
     last_synced_at: datetime | None
+    push_refused: bool = False  # its provider refuses a channel: it is polled, not watched
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,8 @@ async def read_audit_snapshot(conn: Queryable) -> AuditSnapshot:
         "SELECT id, provider, shard, created_at FROM accounts WHERE status = 'active' ORDER BY id"
     )
     calendars = await conn.fetch(
-        "SELECT c.account_id, c.id, c.last_synced_at FROM calendars c"
+        "SELECT c.account_id, c.id, c.last_synced_at,"
+        " c.push_refused_at IS NOT NULL AS push_refused FROM calendars c"
         " JOIN accounts a ON a.id = c.account_id WHERE a.status = 'active'"
         " AND c.sync_enabled AND c.removed_at IS NULL ORDER BY c.account_id, c.id"
     )

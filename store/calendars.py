@@ -26,7 +26,7 @@ from store.db import Queryable
 _COLUMNS = (
     "account_id, id, name, is_primary, time_zone, access_role, sync_enabled, delta_token,"
     " sync_cursor, round, full_round, window_start, window_end, last_synced_at, removed_at,"
-    " set_aside"
+    " set_aside, push_refused_at"
 )
 
 
@@ -50,6 +50,7 @@ class CalendarState:
     last_synced_at: datetime | None
     removed_at: datetime | None
     set_aside: int = 0  # items of the calendar set aside (``store.set_aside``)
+    push_refused_at: datetime | None = None  # its provider refuses a channel: it is polled
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +215,27 @@ async def reset_sync_state(conn: Queryable, account_id: UUID, calendar_id: str) 
         calendar_id,
     )
     return status != "UPDATE 0"
+
+
+async def mark_push_refused(conn: Queryable, account_id: UUID, calendar_id: str) -> None:
+    """Record that the provider refuses a channel on the calendar (it is polled from now on)."""
+    await conn.execute(
+        "UPDATE calendars SET push_refused_at = now() WHERE account_id = $1 AND id = $2",
+        account_id,
+        calendar_id,
+    )
+
+
+async def unwatchable_calendars(
+    conn: Queryable, account_ids: Sequence[UUID]
+) -> dict[UUID, tuple[str, ...]]:
+    """The calendars whose provider refuses a channel, per account, in one query."""
+    rows = await conn.fetch(
+        "SELECT account_id, id FROM calendars WHERE account_id = ANY($1::uuid[])"
+        " AND push_refused_at IS NOT NULL AND removed_at IS NULL ORDER BY account_id, id",
+        list(account_ids),
+    )
+    found: dict[UUID, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["account_id"], []).append(row["id"])
+    return {account_id: tuple(ids) for account_id, ids in found.items()}

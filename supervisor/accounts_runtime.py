@@ -56,6 +56,7 @@ from kinds import KindRegistry, default_registry
 from providers.capabilities import BudgetScope
 from providers.interface import CalendarProvider
 from store.accounts import Account, list_accounts, shard_for
+from store.calendars import unwatchable_calendars
 from store.channels import list_channels_many
 from store.credentials import load_credentials_many
 from store.crypto import Keyring
@@ -152,6 +153,7 @@ class AccountsRuntime:
             retry_after_max_s=settings.retry_after_max_s,
             push_addresses=self._push_addresses(),
             retired_grace_s=settings.push_retired_grace_s,
+            unwatched_poll_s=settings.sync_unwatched_poll_s,
             capabilities={kind.name: kind.capabilities for kind in self.kinds},
             rate_gate=self._rate_gate,
             on_stale_epoch=keeper.epoch_refused,
@@ -291,19 +293,21 @@ class AccountsRuntime:
             self._report_started()
 
     async def _preload(self, batch: list[Account]) -> None:
-        """Read the batch's credentials, channels and preferences (a query each) for the actors'
-        first start."""
+        """Read the batch's credentials, channels, preferences and unwatchable calendars (a
+        query each) for the actors' first start."""
         ids = [account.id for account in batch]
         pool = self.replica.pool
         credentials = await load_credentials_many(pool, self.keyring, ids)
         channels = await list_channels_many(pool, ids)
         preferences = await load_preferences(pool, ids)
+        unwatchable = await unwatchable_calendars(pool, ids)
         for account in batch:
             self._preloaded[str(account.id)] = Preloaded(
                 account,
                 credentials.get(account.id),
                 channels.get(account.id, []),
                 preferences.get(account.id),
+                unwatchable.get(account.id, ()),
             )
 
     def _report_started(self) -> None:

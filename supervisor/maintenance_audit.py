@@ -8,8 +8,9 @@ Invariants:
 - a followed calendar is stale when it never completed a sync or not within ``stale_after``;
   an account following no calendar at all is reported once, as ``never_synced``;
 - with push configured, every followed calendar that gets a channel of its own (its kind's
-  capabilities: ``pushes_calendar``) and has synced once must have one that does not lapse
-  within ``renewal_margin``; without push, channels are not audited;
+  capabilities: ``pushes_calendar``), has synced once and is not refused one by its provider
+  (polled instead) must have one that does not lapse within ``renewal_margin``; without push,
+  channels are not audited;
 - a repair is one shard-stream entry per (account, calendar): ``changed`` (an incremental sync,
   which also opens a missing channel) or ``removed`` for a lapsing channel (make a new one);
   findings without a calendar cannot be repaired through the stream and yield no entry;
@@ -155,6 +156,7 @@ def _account_findings(
         if (
             policy.push
             and calendar.last_synced_at is not None
+            and not calendar.push_refused  # polled: its provider refuses a channel
             and (caps := policy.capabilities.get(account.provider)) is not None
             and caps.pushes_calendar(calendar.id)
         ):

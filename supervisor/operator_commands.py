@@ -104,6 +104,7 @@ def details_text(details: dict[str, Any]) -> str:
             f" mid_round={cal['mid_round']} last_synced_at={cal['last_synced_at'] or '-'}"
             f" removed_at={cal['removed_at'] or '-'} events={cal['events']}"
             f" set_aside={cal['set_aside']}"
+            + ("" if cal["watchable"] else " polled (cannot be watched)")
         )
     if details["set_aside"]:
         lines.append("set_aside (oldest first; `accounts retry-set-aside` asks for a full round):")

@@ -44,6 +44,7 @@ from actors.account.commands import (
     Cancel,
     ChannelClosed,
     ChannelOpened,
+    ChannelRefused,
     CheckFollowed,
     CloseChannel,
     Command,
@@ -92,13 +93,16 @@ from actors.actor import Actor
 from actors.errors import ActorUnavailable
 from cluster.inbox import InboxEntry
 from metrics import events as metrics
+from providers.errors import PushUnsupported
 from providers.interface import CalendarProvider
 from store.accounts import Account, get_account, set_status
 from store.calendars import (
     CalendarState,
     get_calendar_state,
     list_calendar_states,
+    mark_push_refused,
     reconcile_calendars,
+    unwatchable_calendars,
 )
 from store.channels import ChannelRow, list_channels
 from store.credentials import load_credentials
@@ -142,6 +146,7 @@ def core_config(ctx: AccountContext) -> CoreConfig:
         retry_max_s=ctx.retry_max_s,
         settle_quiet_s=ctx.settle_quiet_s,
         settle_max_s=ctx.settle_max_s,
+        unwatched_poll_s=ctx.unwatched_poll_s,
     )
 
 
@@ -322,11 +327,17 @@ class AccountActor(Actor[object]):
         for row in self.channels.values():
             at = renew_at(row.created_at or now, row.expires_at)
             renewals.append((row.calendar_id, None if at is None else seconds_until(at, now)))
+        unwatchable = (
+            preloaded.unwatchable
+            if preloaded is not None
+            else (await unwatchable_calendars(ctx.pool, [account.id])).get(account.id, ())
+        )
         return Loaded(
             capabilities=ctx.capabilities_of(account.provider),
             push_enabled=ctx.push_address(account.provider) is not None,
             cadence=cadence,
             channels=tuple(renewals),
+            unwatchable=unwatchable,
         )
 
     async def _sync_all(self, *, reconcile: bool) -> Synced:
@@ -394,10 +405,17 @@ class AccountActor(Actor[object]):
         scope = PushScope(ctx, account, self.epoch, address, self._call)
         row = self.channels.get(calendar_id)
         issued_at = ctx.clock()
-        if row is None or recreate:
-            row = await open_channel(scope, calendar_id, replacing=row)
-        else:
-            row = await replace_channel(scope, row)
+        try:
+            if row is None or recreate:
+                row = await open_channel(scope, calendar_id, replacing=row)
+            else:
+                row = await replace_channel(scope, row)
+        except PushUnsupported:
+            # For good (a holiday or birthday calendar, someone else's): polled from now on.
+            async with self._fenced() as conn:
+                await mark_push_refused(conn, account.id, calendar_id)
+            log.info("calendar cannot be watched: polled", calendar=calendar_id)
+            return ChannelRefused()
         self.channels[calendar_id] = row
         at = renew_at(issued_at, row.expires_at)
         return ChannelOpened(None if at is None else seconds_until(at, ctx.clock()))

@@ -226,6 +226,7 @@ class Loaded:
     push_enabled: bool
     cadence: Cadence
     channels: tuple[tuple[str, float | None], ...] = ()
+    unwatchable: tuple[str, ...] = ()  # calendars whose provider refuses a channel: polled
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,11 @@ class ChannelOpened:
     """The calendar's channel is open; when to renew it (None: unbounded)."""
 
     renew_in_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRefused:
+    """The provider refuses a channel on the calendar for good (recorded): poll it instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +336,7 @@ Success = (
     | Inherited
     | Drained
     | ChannelOpened
+    | ChannelRefused
     | ChannelClosed
     | Followed
     | PreferencesLoaded

@@ -52,6 +52,7 @@ class Preloaded:
     credentials: Credentials | None
     channels: list[ChannelRow]
     preferences: Preferences | None = None  # None: none stored, the replica's defaults hold
+    unwatchable: tuple[str, ...] = ()  # calendars whose provider refuses a channel
 
 
 def no_rate_gate(_provider: str, _account_id: str) -> RateGate | None:
@@ -95,6 +96,7 @@ class AccountContext:
     push_ttl_s: int = 7 * 24 * 3600
     # How long a replaced channel stays accepted; None: its kind's redelivery horizon.
     retired_grace_s: float | None = None
+    unwatched_poll_s: float = 6 * 3600.0  # the cadence of a calendar its provider won't watch
     # The shared budget a call to ``provider`` for an account draws on, or None.
     rate_gate: Callable[[str, str], RateGate | None] = no_rate_gate
     rate_wait_max_s: float = 5.0  # wait this long for a token before treating it as throttled

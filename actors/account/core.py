@@ -38,6 +38,7 @@ from actors.account.commands import (
     Cancel,
     ChannelClosed,
     ChannelOpened,
+    ChannelRefused,
     CheckFollowed,
     CloseChannel,
     Command,
@@ -96,6 +97,7 @@ from providers.capabilities import BudgetScope, Capabilities, ChannelScope, Iden
 POLL, REBASE, KEEPALIVE, OUTBOX = "poll", "rebase", "token-keepalive", "outbox"
 PUSH_PREFIX = "push:"  # + calendar id: renew (or retry opening) that calendar's channel
 SETTLE_PREFIX = "settle:"  # + calendar id: the follow-up sync of a hot calendar
+UNWATCHED_PREFIX = "unwatched:"  # + calendar id: the poll of a calendar that has no channel
 _OWN_DEADLINES = (POLL, REBASE, KEEPALIVE, OUTBOX)
 _CALENDAR_SYNCS = (SyncAll, SyncCalendar)  # what the retry of a failed sync stands in for
 EVERY_CALENDAR: None = None  # the scope of entries only a sync of every calendar covers
@@ -121,6 +123,7 @@ class CoreConfig:
     retry_max_s: float = 15 * 60.0
     settle_quiet_s: float = 0.05
     settle_max_s: float = 1.0
+    unwatched_poll_s: float = 6 * 3600.0  # the cadence of a calendar its provider won't watch
 
 
 @dataclass(slots=True)
@@ -146,6 +149,7 @@ class CoreState:
     # set of its own would cost 216 bytes (and both change only when a channel does).
     channels: frozenset[str] = frozenset()  # calendars with a stored channel
     push_due: frozenset[str] = frozenset()  # synced calendars awaiting a channel
+    unwatchable: frozenset[str] = frozenset()  # calendars whose provider refuses a channel
     synced_at: dict[str, float] = field(default_factory=dict)  # loop time of each last sync
     settling: dict[str, float] = field(default_factory=dict)  # hot calendar -> first held post
 
@@ -233,6 +237,11 @@ class AccountCore:
             if self.state.capabilities.channels_follow_calendars:
                 return self._run([_Pending(CheckFollowed(calendar_id))])
             return self._run(self._channel_work(calendar_id, recreate=False))
+        if name.startswith(UNWATCHED_PREFIX):
+            calendar_id = name[len(UNWATCHED_PREFIX) :]
+            if s.retry_at is not None and now < s.retry_at:
+                return self._run(self._arm(POLL, s.retry_at - now))
+            return self._run([_Pending(SyncCalendar(calendar_id, full=False), covers=calendar_id)])
         if name.startswith(SETTLE_PREFIX):
             calendar_id = name[len(SETTLE_PREFIX) :]
             s.settling.pop(calendar_id, None)
@@ -339,7 +348,10 @@ class AccountCore:
         if isinstance(outcome, Synced):
             for calendar_id, at in outcome.synced:
                 s.synced_at[calendar_id] = at
-                if calendar_id not in s.channels and s.cadence.auto_sync:
+                if calendar_id in s.unwatchable:
+                    if s.cadence.auto_sync:  # no channel tells of its changes: poll it
+                        follow += self._arm(UNWATCHED_PREFIX + calendar_id, config.unwatched_poll_s)
+                elif calendar_id not in s.channels and s.cadence.auto_sync:
                     s.push_due |= {calendar_id}
             if outcome.listed:
                 s.listed = True
@@ -391,6 +403,14 @@ class AccountCore:
             # No sync comes unasked to cover them: acknowledged now, as a change is.
             return [*retry, *self._release(calendar_id, pending.then_ack)]
         s.push_failures = 0
+        if isinstance(outcome, ChannelRefused):
+            s.unwatchable |= {calendar_id}
+            s.channels -= {calendar_id}
+            return [
+                Cancel(push_deadline(calendar_id)),
+                *self._arm(UNWATCHED_PREFIX + calendar_id, config.unwatched_poll_s),
+                *self._release(calendar_id, pending.then_ack),
+            ]
         if isinstance(outcome, ChannelClosed):
             s.channels -= {calendar_id}
             return [Cancel(push_deadline(calendar_id))]
@@ -440,6 +460,11 @@ class AccountCore:
             if outcome.capabilities.keepalive:
                 follow += self._arm(KEEPALIVE, config.keepalive_s)
             s.channels = frozenset(calendar_id for calendar_id, _ in outcome.channels)
+            unwatchable = frozenset(outcome.unwatchable)
+            # A resumed incarnation: polls of calendars no longer refused a channel end.
+            gone = sorted(s.unwatchable - unwatchable)
+            follow += [Cancel(UNWATCHED_PREFIX + calendar_id) for calendar_id in gone]
+            s.unwatchable = unwatchable
             for calendar_id, renew_in_s in outcome.channels:
                 if renew_in_s is not None:
                     follow += self._arm(push_deadline(calendar_id), renew_in_s)
@@ -505,7 +530,11 @@ class AccountCore:
 
     def _pushes(self, calendar_id: str) -> bool:
         s = self.state
-        return s.push_enabled and s.capabilities.pushes_calendar(calendar_id)
+        return (
+            s.push_enabled
+            and s.capabilities.pushes_calendar(calendar_id)
+            and calendar_id not in s.unwatchable
+        )
 
     def _settles(
         self, calendar_id: str, entries: Sequence[InboxEntry], now: float
@@ -542,6 +571,7 @@ class AccountCore:
         names = [*_OWN_DEADLINES]
         names += [push_deadline(c) for c in sorted({*s.channels, *s.push_due})]
         names += [SETTLE_PREFIX + c for c in sorted(s.settling)]
+        names += [UNWATCHED_PREFIX + c for c in sorted(s.unwatchable)]
         s.settling.clear()  # held entries stay unacknowledged: re-delivered on resume
         return [*(Cancel(name) for name in names), ShowStatus(status)]
 

@@ -27,6 +27,7 @@ from providers.errors import (
     NotFound,
     Permanent,
     ProviderError,
+    PushUnsupported,
     SyncStateExpired,
     Throttled,
     Transient,
@@ -332,6 +333,10 @@ def error_reason(body: bytes) -> str | None:
     return status if isinstance(status, str) else None
 
 
+# Some calendars (holidays, birthdays, others') cannot be watched: events.watch refuses them.
+PUSH_NOT_SUPPORTED_REASON = "pushNotSupportedForRequestedResource"
+
+
 def error_for_response(
     status: int,
     body: bytes,
@@ -355,6 +360,8 @@ def error_for_response(
         return Throttled(message, retry_after_s=wait, **common)
     if status == 404:
         return NotFound(message, **common)
+    if 400 <= status < 500 and reason == PUSH_NOT_SUPPORTED_REASON:
+        return PushUnsupported(message, **common)
     if status == 410:
         return SyncStateExpired(message, **common) if sync else NotFound(message, **common)
     if status in (409, 412):

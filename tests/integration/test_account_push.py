@@ -18,7 +18,10 @@ from actors.account.messages import ChannelRemoved, SyncNow
 from cluster.inbox import InboxEntry
 from providers.google import CAPABILITIES as GOOGLE
 from providers.microsoft import CAPABILITIES as MICROSOFT
+from store.audit import read_audit_snapshot
+from store.calendars import get_calendar_state
 from store.channels import ChannelRow, get_channel, list_channels
+from supervisor.maintenance_audit import AuditPolicy, audit
 from tests.integration import test_account_actor
 from tests.integration.test_account_actor import SHARD, World, create, email_of, wait_for
 
@@ -252,3 +255,45 @@ def test_channel_scopes_declared_by_the_providers() -> None:
     assert GOOGLE.pushes_calendar("work") and GOOGLE.channels_follow_calendars
     assert MICROSOFT.pushes_calendar("primary") and not MICROSOFT.pushes_calendar("work")
     assert not MICROSOFT.channels_follow_calendars
+
+
+async def test_a_calendar_google_will_not_watch_is_polled_and_not_flagged(
+    world: World, receiver: Receiver
+) -> None:
+    # Before: events.watch answered pushNotSupportedForRequestedResource, the actor asked
+    # again every 15 minutes forever, and the audit and doctor reported no_channel forever.
+    with_push(world, receiver, ttl_s=3600)
+    assert world.ctx is not None
+    world.ctx = replace(world.ctx, unwatched_poll_s=0.3)
+    control: Any = world.google.control
+    account_id, primary = await world.add_account("google")
+    holidays = control.add_calendar(primary, "Holidays")["id"]
+    control.refuse_watch(holidays)
+    await world.start(account_id)
+    await world.wait_synced(account_id, holidays)
+
+    async def refused() -> bool:
+        state = await get_calendar_state(world.pool, uuid.UUID(account_id), holidays)
+        return state is not None and state.push_refused_at is not None
+
+    await wait_for(refused, "the refusal recorded")
+    assert {c["calendarId"] for c in control.channels()} == {primary}
+    # Polled at its own cadence: an event appears without any notification for it.
+    create("google", control, holidays, "a holiday", datetime.now(UTC) + timedelta(days=3))
+
+    async def polled() -> bool:
+        return any(t == "a holiday" for _, _, t in await world.events(account_id))
+
+    await wait_for(polled, "the unwatched calendar polled")
+    watches = [c for c in control.calls() if c.path.endswith("/events/watch")]
+    assert len([c for c in watches if holidays in c.path]) == 1  # asked once, never again
+    # The audit (what doctor reports) finds nothing missing for it.
+    policy = AuditPolicy(
+        stale_after=timedelta(hours=1),
+        push=True,
+        renewal_margin=timedelta(minutes=5),
+        providers=frozenset({"google"}),
+        capabilities={"google": GOOGLE},
+    )
+    findings = audit(await read_audit_snapshot(world.pool), policy, datetime.now(UTC))
+    assert [f for f in findings if f.calendar_id == holidays] == []

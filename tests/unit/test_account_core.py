@@ -52,6 +52,7 @@ from actors.account.commands import (
     Cancel,
     ChannelClosed,
     ChannelOpened,
+    ChannelRefused,
     CheckFollowed,
     CloseChannel,
     Command,
@@ -92,6 +93,7 @@ from actors.account.core import (
     POLL,
     REBASE,
     SETTLE_PREFIX,
+    UNWATCHED_PREFIX,
     AccountCore,
     CoreConfig,
     push_deadline,
@@ -223,8 +225,9 @@ def loaded(
     push: bool = True,
     cadence: Cadence = AUTO,
     channels: tuple[tuple[str, float | None], ...] = (),
+    unwatchable: tuple[str, ...] = (),
 ) -> Loaded:
-    return Loaded(capabilities, push, cadence, channels)
+    return Loaded(capabilities, push, cadence, channels, unwatchable)
 
 
 def running(
@@ -433,6 +436,29 @@ def test_a_replaced_channel_is_followed_by_an_incremental_round() -> None:
         Arm(push_deadline("a"), 30.0),
         PostSelf(Changed("a")),
     ]
+
+
+def test_a_calendar_its_provider_will_not_watch_is_polled_at_its_own_cadence() -> None:
+    # Before: the actor asked for a channel every 15 minutes forever, and the audit reported
+    # no_channel forever.
+    d = running(GOOGLE)
+    d.post(Changed("h"), entry("1-0", Changed("h")))
+    assert d.answer(Synced((("h", d.now),)))[-1] == OpenChannel("h", recreate=False)
+    out = d.answer(ChannelRefused())
+    assert out == [Cancel(push_deadline("h")), Arm(UNWATCHED_PREFIX + "h", 6 * 3600.0)]
+    assert d.core.state.unwatchable == {"h"}
+    # Its deadline syncs it; the sync re-arms it and asks for no channel.
+    assert d.fire(UNWATCHED_PREFIX + "h") == [SyncCalendar("h", full=False)]
+    out = d.answer(Synced((("h", d.now),)))
+    assert Arm(UNWATCHED_PREFIX + "h", 6 * 3600.0) in out
+    assert not any(isinstance(c, OpenChannel) for c in out)
+    # A new incarnation learns it from storage and does not ask again either.
+    again = Driver()
+    again.start()
+    again.answer(loaded(GOOGLE, unwatchable=("h",)))
+    again.fire(POLL)
+    out = again.answer(Inherited(False), Synced((("h", 0.0),), listed=True))
+    assert not any(isinstance(c, OpenChannel) for c in out)
 
 
 def test_listing_closes_channels_of_calendars_no_longer_followed() -> None:
@@ -935,9 +961,14 @@ class Model:
     cadence: Cadence = AUTO
     capabilities: Capabilities = POLLED
     push: bool = False
+    unwatchable: frozenset[str] = frozenset()  # the provider refuses their channels
 
     def pushes(self, calendar_id: str) -> bool:
-        return self.push and self.capabilities.pushes_calendar(calendar_id)
+        return (
+            self.push
+            and self.capabilities.pushes_calendar(calendar_id)
+            and calendar_id not in self.unwatchable
+        )
 
 
 @dataclass(slots=True)
@@ -994,7 +1025,8 @@ class Simulation:
                 h for h in self.held.values() if h.scope == step.calendar_id and not h.by_reload
             ]
         elif isinstance(step, OpenChannel) and (
-            isinstance(outcome, ChannelOpened)
+            # Renewed, or refused for good (nothing left to renew: the calendar is polled).
+            isinstance(outcome, ChannelOpened | ChannelRefused)
             # With auto_sync off no sync would come unasked: a failed renewal lets it go.
             or (isinstance(outcome, ProviderFailed) and not m.cadence.auto_sync)
         ):
@@ -1011,6 +1043,9 @@ class Simulation:
                 outcome.capabilities,
                 outcome.push_enabled,
             )
+            m.unwatchable = frozenset(outcome.unwatchable)
+        if isinstance(step, OpenChannel) and isinstance(outcome, ChannelRefused):
+            m.unwatchable |= {step.calendar_id}
         parks = (
             isinstance(outcome, Fenced)
             or (isinstance(step, Load) and isinstance(outcome, NotRunnable) and not outcome.stop)
@@ -1301,7 +1336,10 @@ class Simulation:
                 for c in CALENDARS
                 if capabilities.pushes_calendar(c) and rng.random() < 0.5
             )
-            return Loaded(capabilities, rng.random() < 0.8, self.cadence(), channels)
+            unwatchable = tuple(
+                c for c in CALENDARS if c not in dict(channels) and rng.random() < 0.1
+            )
+            return Loaded(capabilities, rng.random() < 0.8, self.cadence(), channels, unwatchable)
         if isinstance(step, Inherit):
             return Crashed() if rng.random() < 0.02 else Inherited(rng.random() < 0.3)
         if isinstance(step, CheckFollowed):
@@ -1314,6 +1352,8 @@ class Simulation:
         if isinstance(step, DrainOutbox):
             # The writer retries a provider's errors per item: what escapes ends the handler.
             return self.failure() if rng.random() < 0.05 else self.success(step)
+        if isinstance(step, OpenChannel) and rng.random() < 0.05:
+            return ChannelRefused()  # the provider will not watch this calendar
         return self.failure() if rng.random() < 0.2 else self.success(step)
 
     def success(self, step: Step) -> Outcome:
@@ -1382,6 +1422,7 @@ def test_random_runs_reach_every_command_and_outcome() -> None:
         "DrainOutbox:Drained",
         "DrainOutbox:Done",
         "OpenChannel:ChannelOpened",
+        "OpenChannel:ChannelRefused",
         "OpenChannel:ProviderFailed",
         "CloseChannel:ChannelClosed",
         "CloseChannel:ProviderFailed",
@@ -1391,7 +1432,8 @@ def test_random_runs_reach_every_command_and_outcome() -> None:
         "RecordRevoked:Done",
     }
     assert outcomes <= seen, sorted(outcomes - seen)
-    also = {f"Arm {name}" for name in (POLL, REBASE, KEEPALIVE, OUTBOX, "push:a", "settle:a")}
+    names = (POLL, REBASE, KEEPALIVE, OUTBOX, "push:a", "settle:a", "unwatched:a")
+    also = {f"Arm {name}" for name in names}
     also |= {"Stop fenced=True", "Stop fenced=False"}
     assert also <= seen, sorted(also - seen)
     assert sum(s.incarnations for s in sims) > 2 * len(sims)

@@ -236,6 +236,10 @@ class Control:
     def duplicate_notifications(self, count: int) -> None:
         self._backend.hub.duplicate_next += count
 
+    def refuse_watch(self, calendar_id: str) -> None:
+        """events.watch on the calendar answers 400 pushNotSupportedForRequestedResource."""
+        self._backend.hub.unwatchable.add(calendar_id)
+
     def grant_channel_lifetime(self, max_s: float | None) -> None:
         """Grant watch channels at most ``max_s`` seconds (None: as asked), as Google may
         return an ``expiration`` earlier than the one asked for."""

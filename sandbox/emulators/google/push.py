@@ -93,6 +93,8 @@ class PushHub:
         # Google may grant an expiration earlier than asked (a cap on what it grants), and a
         # message may arrive seconds after it was sent (each delivery waits a random delay).
         self.max_lifetime_s: float | None = None
+        # Calendars events.watch refuses (Google: holiday, birthday and some shared ones).
+        self.unwatchable: set[str] = set()
         self.delivery_delay_s: tuple[float, float] = (0.0, 0.0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -116,6 +118,12 @@ class PushHub:
         self, calendar_id: str, email: str, client_id: str, body: Any, api_base_url: str
     ) -> Channel:
         """Create a channel from an events.watch body and send its ``sync`` message."""
+        if calendar_id in self.unwatchable:
+            raise ApiError(
+                400,
+                "pushNotSupportedForRequestedResource",
+                "Push notifications are not supported by this resource.",
+            )
         channel = self._new_channel(calendar_id, email, client_id, body, api_base_url)
         self.channels[channel.id] = channel
         task = self._send(channel, "sync", 1)
