@@ -12,9 +12,10 @@ Invariants:
 - a Retry-After beyond ``retry_after_max_s`` is cut to it before the error leaves (the sync's
   and the outbox's retries obey the cut value); every cut is logged and counted;
 - an account without a subject (added by refresh token) learns it at a refresh: from the
-  answer, else by asking the provider (``identify``, whose failure only postpones it to the
-  next refresh); a refresh naming another subject than the account's is ``AuthRevoked``
-  and its tokens are not stored: another user's credentials never sync into an account.
+  answer, else by asking the provider (``identify``: once per incarnation when it names
+  nobody, again at the next refresh when it failed); a refresh naming another subject than the
+  account's is ``AuthRevoked`` and its tokens are not stored: another user's credentials never
+  sync into an account.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class AccountCalls:
     account: Account
     epoch: int
     creds: Credentials
+    # Whether this incarnation asked the provider who the account is: a grant that names
+    # nobody (the calendar scope alone) does not later, so it is asked once, not hourly.
+    identify_asked: bool = False
 
     @property
     def provider(self) -> CalendarProvider:
@@ -78,7 +82,8 @@ class AccountCalls:
             self._bound_retry_after(error)
             raise
         subject = grant.subject
-        if subject is None and self.account.subject is None:
+        if subject is None and self.account.subject is None and not self.identify_asked:
+            self.identify_asked = True
             subject = await self._identify(grant.access_token)
         updated = Credentials(
             creds.account_id,
@@ -98,6 +103,7 @@ class AccountCalls:
         try:
             return await self.provider.identify(access_token)
         except ProviderError as error:  # the next refresh asks again
+            self.identify_asked = False
             log.warning("subject not learned", account=str(self.account.id), error=error.kind.value)
             return None
 
