@@ -6,7 +6,8 @@
 - ``leases``, ``lease_state``, ``assignment``, ``shard_keeper``: shard ownership (leases and
   membership in Redis, the pure lease timing and assignment rules, the keeper loop);
 - ``maintenance_lease``: the one cluster-wide maintenance lease;
-- ``rate_limit``: shared token buckets for the providers' quotas;
+- ``rate_limit``: shared token buckets for the providers' quotas; ``throttle_witness``: which
+  accounts were throttled lately, and whether that slows a shared budget;
 - ``change_relay``: publishes the change feed's committed rows to the changes stream.
 
 Below it: ``store`` (PostgreSQL), ``providers``, ``actors``, ``config``; nothing here imports the

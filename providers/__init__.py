@@ -7,6 +7,8 @@
   identity claims, keep-alive), read wherever behaviour differs per provider;
 - ``http``: the HTTP edge the clients share (one session per process, no retries);
 - ``payload``, ``cursor_codec``: typed JSON readers and the cursor's wire form (pure);
+- ``text``: provider JSON made storable (no NUL, no lone surrogate), however it arrives;
+- ``identity``: an id_token's claims checked, and the account's stable subject (pure);
 - ``google``, ``microsoft``: each provider's client, auth, mapping, cursor and notifications.
 
 The emulators of both providers live in the sandbox (``sandbox.emulators``).
