@@ -210,12 +210,11 @@ class AccountCore:
         self._hold(scope, entries)
         if s.parked:
             return []  # re-delivered to the incarnation that resumes
-        if s.retry_at is not None and now < s.retry_at:
-            # Backing off: the poll deadline's retry syncs every calendar and covers these
-            # (armed again for the retry's time, whatever became of it meanwhile).
+        waiting = self._wait_for_retry(now)
+        if waiting is not None:
             if isinstance(message, Resync):
-                s.resync_due |= {message.calendar_id}
-            return self._run(self._arm(POLL, s.retry_at - now))
+                s.resync_due |= {message.calendar_id}  # the retry's rounds are incremental
+            return waiting
         if isinstance(message, Changed):
             settle = self._settles(message.calendar_id, entries, now)
             if settle is not None:
@@ -239,15 +238,16 @@ class AccountCore:
             return self._run(self._channel_work(calendar_id, recreate=False))
         if name.startswith(UNWATCHED_PREFIX):
             calendar_id = name[len(UNWATCHED_PREFIX) :]
-            if s.retry_at is not None and now < s.retry_at:
-                return self._run(self._arm(POLL, s.retry_at - now))
+            waiting = self._wait_for_retry(now)
+            if waiting is not None:
+                return waiting
             return self._run([_Pending(SyncCalendar(calendar_id, full=False), covers=calendar_id)])
         if name.startswith(SETTLE_PREFIX):
             calendar_id = name[len(SETTLE_PREFIX) :]
             s.settling.pop(calendar_id, None)
-            if s.retry_at is not None and now < s.retry_at:
-                # Its entries wait for the retry, which covers every calendar.
-                return self._run(self._arm(POLL, s.retry_at - now))
+            waiting = self._wait_for_retry(now)
+            if waiting is not None:
+                return waiting
             return self._run([_Pending(SyncCalendar(calendar_id, full=False), covers=calendar_id)])
         if name == KEEPALIVE:
             return self._run([_Pending(RefreshToken())])
@@ -527,6 +527,15 @@ class AccountCore:
             return []
         step = OpenChannel(calendar_id, recreate=recreate)
         return [_Pending(step, announce=announce)]
+
+    def _wait_for_retry(self, now: float) -> list[Command] | None:
+        """While a failed sync backs off, what a would-be sync does instead: arm the retry
+        again for its time (whatever became of that deadline meanwhile), which syncs every
+        calendar and so covers it; None when no backoff holds."""
+        retry_at = self.state.retry_at
+        if retry_at is None or now >= retry_at:
+            return None
+        return self._run(self._arm(POLL, retry_at - now))
 
     def _pushes(self, calendar_id: str) -> bool:
         s = self.state
