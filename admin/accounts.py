@@ -25,6 +25,10 @@ from admin.models import (
     AccountPage,
     AccountPath,
     AccountsQuery,
+    CalendarChoice,
+    CalendarList,
+    CalendarOut,
+    CalendarPath,
     ConnectAccount,
     DeleteQuery,
     PreferencesIn,
@@ -45,6 +49,7 @@ from operations.accounts import (
     remove_account,
     set_aside_json,
 )
+from operations.calendars import calendars_json, choose_calendar
 from operations.set_aside import retry_set_aside
 from store.accounts import Account, get_account, set_status
 from store.db import Queryable, transaction
@@ -299,3 +304,30 @@ async def retry_set_aside_items(deps: Deps, call: Call) -> RetryAccepted:
         deps.pool, deps.redis, account.id, now=deps.clock()
     )
     return RetryAccepted(account_id=account.id, calendars=calendars, entry_ids=entry_ids)
+
+
+async def list_calendars(deps: Deps, call: Call) -> CalendarList:
+    """``GET /accounts/{account_id}/calendars``."""
+    account = await _existing(deps.pool, call.path_as(AccountPath).account_id)
+    rows = await calendars_json(deps.pool, account.id)
+    return CalendarList(items=[CalendarOut.model_validate(row) for row in rows])
+
+
+async def choose(deps: Deps, call: Call) -> CalendarOut:
+    """``PUT /accounts/{account_id}/calendars/{calendar_id}``: recorded, and the account's
+    actor asked to act on it (a deselected calendar's events go, a selected one syncs)."""
+    path = call.path_as(CalendarPath)
+    await _existing(deps.pool, path.account_id)
+    choice = call.body_as(CalendarChoice)
+    try:
+        row = await choose_calendar(
+            deps.pool,
+            deps.redis,
+            path.account_id,
+            path.calendar_id,
+            choice.selected,
+            now=deps.clock(),
+        )
+    except OperatorError:
+        raise not_found("calendar") from None
+    return CalendarOut.model_validate(row)

@@ -169,6 +169,40 @@ class SyncAccepted(_Model):
     entry_id: str
 
 
+class CalendarPath(_Model):
+    """``/accounts/{account_id}/calendars/{calendar_id}``."""
+
+    account_id: UUID
+    calendar_id: str = Field(min_length=1, max_length=1024)
+
+
+class CalendarOut(_Model):
+    """A listed calendar and whether it syncs."""
+
+    id: str
+    name: str
+    primary: bool
+    access_role: str | None
+    allowed: bool = Field(description="the provider lets it sync")
+    selected: bool = Field(description="it syncs: the user's choice, else the default")
+    choice: bool | None = Field(description="the user's choice; null: the default rule")
+    default: bool = Field(description="the default: primary, or owned or writable")
+    watchable: bool = Field(description="false: the provider refuses a channel; it is polled")
+    removed_at: datetime | None
+
+
+class CalendarList(_Model):
+    """The account's listed calendars, by id."""
+
+    items: list[CalendarOut]
+
+
+class CalendarChoice(_Model):
+    """Select or deselect a calendar; null returns it to the default rule."""
+
+    selected: bool | None
+
+
 class SetAsideItem(_Model):
     """A provider item a sync could not read or store, set aside while its calendar went on."""
 

@@ -40,6 +40,7 @@ from outbox.payloads import (
 )
 from providers.models import EventTiming
 from store import outbox as store
+from store.calendars import SELECTED_SQL
 from store.db import Queryable
 
 __all__ = [
@@ -241,7 +242,19 @@ def rebuild_request(
 
 
 async def submit(conn: Queryable, request: Request) -> int:
-    """Insert the request's outbox row through ``conn``; the new item's id."""
+    """Insert the request's outbox row through ``conn``; the new item's id. A calendar the user
+    deselected takes no writes (``OutboxRequestError``)."""
+    deselected = await conn.fetchval(
+        f"SELECT NOT {SELECTED_SQL} FROM calendars c WHERE c.account_id = $1"
+        " AND (c.id = $2 OR ($2 = 'primary' AND c.is_primary)) AND c.removed_at IS NULL"
+        " ORDER BY c.id = $2 DESC LIMIT 1",
+        request.account_id,
+        request.calendar_id,
+    )
+    if deselected:
+        raise OutboxRequestError(
+            f"calendar {request.calendar_id!r} is deselected: select it to write to it"
+        )
     if request.operation is Operation.REBUILD_ALL:
         return await store.enqueue_rebuild(
             conn, request.account_id, request.workspace_id, request.calendar_id

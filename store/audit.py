@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from store.calendars import SELECTED_SQL
 from store.db import Queryable
 
 
@@ -60,7 +61,8 @@ async def read_audit_snapshot(conn: Queryable) -> AuditSnapshot:
         "SELECT c.account_id, c.id, c.last_synced_at,"
         " c.push_refused_at IS NOT NULL AS push_refused FROM calendars c"
         " JOIN accounts a ON a.id = c.account_id WHERE a.status = 'active'"
-        " AND c.sync_enabled AND c.removed_at IS NULL ORDER BY c.account_id, c.id"
+        f" AND c.sync_enabled AND {SELECTED_SQL} AND c.removed_at IS NULL"
+        " ORDER BY c.account_id, c.id"
     )
     channels = await conn.fetch(
         "SELECT p.account_id, p.calendar_id, p.expires_at FROM push_channels p"

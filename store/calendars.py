@@ -26,7 +26,17 @@ from store.db import Queryable
 _COLUMNS = (
     "account_id, id, name, is_primary, time_zone, access_role, sync_enabled, delta_token,"
     " sync_cursor, round, full_round, window_start, window_end, last_synced_at, removed_at,"
-    " set_aside, push_refused_at"
+    " set_aside, push_refused_at, selected"
+)
+
+# Access roles that make a calendar one the user syncs unless they choose otherwise (Google's
+# accessRole, Graph's canEdit mapped to writer/reader).
+DEFAULT_SELECTED_ROLES = frozenset({"owner", "writer"})
+# ``CalendarState.is_selected`` in SQL over ``calendars c``.
+SELECTED_SQL = (
+    "COALESCE(c.selected, c.is_primary OR c.access_role IS NULL OR c.access_role IN ("
+    + ", ".join(f"'{role}'" for role in sorted(DEFAULT_SELECTED_ROLES))
+    + "))"
 )
 
 
@@ -51,6 +61,14 @@ class CalendarState:
     removed_at: datetime | None
     set_aside: int = 0  # items of the calendar set aside (``store.set_aside``)
     push_refused_at: datetime | None = None  # its provider refuses a channel: it is polled
+    selected: bool | None = None  # the user's choice; None: ``selected_by_default``
+
+    @property
+    def is_selected(self) -> bool:
+        """Whether the user syncs it: their choice, else the default rule."""
+        if self.selected is not None:
+            return self.selected
+        return selected_by_default(self.is_primary, self.access_role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,13 @@ class CalendarDiff:
 
     def __bool__(self) -> bool:
         return any((self.added, self.restored, self.renamed, self.changed, self.removed))
+
+
+def selected_by_default(is_primary: bool, access_role: str | None) -> bool:
+    """The default: the primary calendar and those the user owns or can write to (or whose
+    role the provider did not say); others (holidays, birthdays, other people's calendars) are
+    listed but not synced."""
+    return is_primary or access_role is None or access_role in DEFAULT_SELECTED_ROLES
 
 
 def _state(row: asyncpg.Record) -> CalendarState:
@@ -239,3 +264,36 @@ async def unwatchable_calendars(
     for row in rows:
         found.setdefault(row["account_id"], []).append(row["id"])
     return {account_id: tuple(ids) for account_id, ids in found.items()}
+
+
+async def choose_selection(
+    conn: Queryable, account_id: UUID, calendar_id: str, selected: bool | None
+) -> CalendarState | None:
+    """Record the user's choice for a calendar (None: back to the default rule); the row after,
+    or None for a calendar the account does not have. The owning actor acts on it."""
+    row = await conn.fetchrow(
+        f"UPDATE calendars SET selected = $3 WHERE account_id = $1 AND id = $2"
+        f" RETURNING {_COLUMNS}",
+        account_id,
+        calendar_id,
+        selected,
+    )
+    return None if row is None else _state(row)
+
+
+async def forget_calendar_sync(conn: Queryable, account_id: UUID, calendar_id: str) -> list[str]:
+    """Drop what a deselected calendar holds: its events (their ids returned, for the change
+    feed) and its sync state, so selecting it again starts with a full round."""
+    rows = await conn.fetch(
+        "DELETE FROM events WHERE account_id = $1 AND calendar_id = $2 RETURNING id",
+        account_id,
+        calendar_id,
+    )
+    await conn.execute(
+        "UPDATE calendars SET delta_token = NULL, sync_cursor = NULL, full_round = false,"
+        " window_start = NULL, window_end = NULL, last_synced_at = NULL"
+        " WHERE account_id = $1 AND id = $2",
+        account_id,
+        calendar_id,
+    )
+    return sorted(str(r["id"]) for r in rows)

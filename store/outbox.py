@@ -341,6 +341,21 @@ async def dead_letter(conn: Queryable, item_id: int, *, attempts: int, error: st
     return status != "UPDATE 0"
 
 
+async def dead_letter_calendar(
+    conn: Queryable, account_id: UUID, calendar_ids: Sequence[str], *, error: str
+) -> int:
+    """Give up every pending write of the account to these calendars (their ids, or the
+    ``primary`` alias among them); how many."""
+    status = await conn.execute(
+        "UPDATE outbox SET state = 'dead_letter', last_error = $3, updated_at = now()"
+        " WHERE account_id = $1 AND state = 'pending' AND calendar_id = ANY($2::text[])",
+        account_id,
+        list(calendar_ids),
+        error,
+    )
+    return int(status.split()[-1])
+
+
 async def conflict_policy(conn: Queryable, account_id: UUID) -> ConflictPolicy:
     """What the account's upserts do when the user edited their event (``accounts`` column)."""
     value = await conn.fetchval("SELECT conflict_policy FROM accounts WHERE id = $1", account_id)

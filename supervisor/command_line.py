@@ -135,6 +135,17 @@ def add_operator_commands(commands: argparse._SubParsersAction[Any]) -> None:
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(run=Handler(_ACCOUNTS, "_accounts_show"))
 
+    cals = sub.add_parser(
+        "calendars", help="an account's calendars and whether each syncs; select or deselect one"
+    )
+    cals.add_argument("account_id", metavar="ID")
+    choice = cals.add_mutually_exclusive_group()
+    choice.add_argument("--select", metavar="CAL", help="sync this calendar")
+    choice.add_argument("--deselect", metavar="CAL", help="stop syncing it; its events go")
+    choice.add_argument("--default", metavar="CAL", help="back to the default rule")
+    cals.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    cals.set_defaults(run=Handler(_ACCOUNTS, "_accounts_calendars"))
+
     retry = sub.add_parser(
         "retry-set-aside",
         help="a full round of each calendar with items set aside (prints the calendar ids)",

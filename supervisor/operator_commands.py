@@ -42,6 +42,7 @@ from operations.accounts import (
     parse_account_id,
     remove_account,
 )
+from operations.calendars import calendars_json, choose_calendar
 from operations.set_aside import retry_set_aside
 from store.accounts import Account, list_accounts, set_status
 from store.crypto import Keyring
@@ -79,7 +80,12 @@ def accounts_table(accounts: Sequence[Account]) -> str:
         )
         for a in accounts
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first a header) as fixed-width columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -213,6 +219,46 @@ async def _accounts_show(settings: Settings, args: argparse.Namespace) -> None:
     async with _open_pool(settings) as pool:
         details = await account_details(pool, account_id)
     print(orjson.dumps(details).decode() if args.json else details_text(details))
+
+
+async def _accounts_calendars(settings: Settings, args: argparse.Namespace) -> None:
+    account_id = parse_account_id(args.account_id)
+    chosen: tuple[str, bool | None] | None = None
+    if args.select is not None:
+        chosen = (args.select, True)
+    elif args.deselect is not None:
+        chosen = (args.deselect, False)
+    elif args.default is not None:
+        chosen = (args.default, None)
+    async with open_services(settings) as urls:
+        pool = await create_pool(urls.database_url, settings.db_schema, min_size=1, max_size=2)
+        redis = Redis.from_url(urls.redis_url)
+        try:
+            if chosen is not None:
+                await choose_calendar(
+                    pool, redis, account_id, chosen[0], chosen[1], now=datetime.now(UTC)
+                )
+            rows = await calendars_json(pool, account_id)
+        finally:
+            await redis.aclose()
+            await pool.close()
+    if args.json:
+        _print_json_lines(rows)
+        return
+    table = [("ID", "NAME", "SELECTED", "CHOICE", "ROLE", "WATCHABLE")]
+    for row in rows:
+        choice = "default" if row["choice"] is None else ("yes" if row["choice"] else "no")
+        table.append(
+            (
+                row["id"],
+                row["name"],
+                "yes" if row["selected"] else "no",
+                choice,
+                row["access_role"] or "-",
+                "yes" if row["watchable"] else "no (polled)",
+            )
+        )
+    print(_table(table))
 
 
 async def _accounts_retry_set_aside(settings: Settings, args: argparse.Namespace) -> None:

@@ -98,16 +98,20 @@ from providers.interface import CalendarProvider
 from store.accounts import Account, get_account, set_status
 from store.calendars import (
     CalendarState,
+    forget_calendar_sync,
     get_calendar_state,
     list_calendar_states,
     mark_push_refused,
     reconcile_calendars,
     unwatchable_calendars,
 )
+from store.change_feed import record_changes
 from store.channels import ChannelRow, list_channels
 from store.credentials import load_credentials
 from store.db import PgPoolConnection
+from store.events import binding_aliases
 from store.fencing import fenced_transaction
+from store.outbox import dead_letter_calendar
 from store.preferences import Preferences, load_preferences
 
 T = TypeVar("T")
@@ -116,9 +120,22 @@ log = structlog.get_logger("actors.account")
 Ref = tuple[int, str]
 
 
+CALENDAR_DESELECTED = "calendar deselected"  # the last_error of writes given up for it
+
+
 def syncable(state: CalendarState) -> bool:
-    """Whether a stored calendar is followed (enabled and still listed)."""
-    return state.sync_enabled and state.removed_at is None
+    """Whether a stored calendar is followed (the provider allows it, the user selected it,
+    and it is still listed)."""
+    return state.sync_enabled and state.is_selected and state.removed_at is None
+
+
+def deselected_with_state(state: CalendarState) -> bool:
+    """A listed calendar the user deselected that still holds synced state to drop."""
+    return (
+        state.removed_at is None
+        and not state.is_selected
+        and (state.window_start is not None or state.delta_token is not None)
+    )
 
 
 def _unlisted(synced: Synced) -> Synced:
@@ -367,6 +384,8 @@ class AccountActor(Actor[object]):
         for state in await list_calendar_states(
             self.ctx.pool, self._account_id(), include_removed=False
         ):
+            if deselected_with_state(state):
+                await self._forget(state)
             if not syncable(state):
                 continue
             followed.append(state.id)
@@ -375,6 +394,25 @@ class AccountActor(Actor[object]):
         return Synced(
             tuple(synced), followed=tuple(followed), rebase_in_s=await self._rebase_in_s()
         )
+
+    async def _forget(self, state: CalendarState) -> None:
+        """The user deselected the calendar: its events go (each a ``deleted`` change), its
+        sync state too, and its pending writes are given up (its channel closes as for any
+        calendar no longer followed)."""
+        aliases = binding_aliases(state)
+        async with self._fenced() as conn:
+            removed = await forget_calendar_sync(conn, self._account_id(), state.id)
+            await record_changes(
+                conn,
+                self._account_id(),
+                state.id,
+                [(event_id, "deleted", None) for event_id in removed],
+                origin="provider",
+            )
+            given_up = await dead_letter_calendar(
+                conn, self._account_id(), aliases, error=CALENDAR_DESELECTED
+            )
+        log.info("calendar deselected", calendar=state.id, events=len(removed), writes=given_up)
 
     async def _sync_calendar(self, state: CalendarState, *, full: bool) -> bool:
         """Page one calendar to its delta token (``actors.account.paging``), timed for the sync

@@ -21,18 +21,20 @@ from actors.cell import ActorCell, ActorState
 from actors.policy import RestartPolicy
 from actors.supervisor import Supervisor
 from cluster.inbox import InboxEntry
+from operations.outbox import OutboxRequestError, enqueue
 from providers.interface import CalendarProvider
 from providers.models import SyncPage, SyncWindow
 from sandbox.emulators.google import GoogleEmulator
 from sandbox.emulators.microsoft.server import MicrosoftEmulator
 from sandbox.emulators.shared.world import open_emulated_providers
 from store.accounts import create_account, get_account
-from store.calendars import get_calendar_state
+from store.calendars import choose_selection, get_calendar_state
 from store.credentials import Credentials, load_credentials, store_credentials
 from store.crypto import Keyring
 from store.db import PgPool
 from store.events import export_events
 from store.fencing import take_shard
+from store.outbox import get_item
 from store.set_aside import list_set_aside
 from store.vocabulary import Provider
 
@@ -634,3 +636,83 @@ async def test_calendars_added_renamed_and_removed_reach_the_store_within_a_poll
 
     await wait_for(removed, "the removal stored")
     assert cell.restarts == 0
+
+
+# --- which calendars sync ------------------------------------------------------------------
+
+
+def _write_to(calendar_id: str, source_id: str) -> dict[str, Any]:
+    return {
+        "workspace_id": "ws",
+        "source_type": "task",
+        "source_id": source_id,
+        "event_type": "DEADLINE",
+        "version": 1,
+        "title": "Brief due",
+        "start": "2030-01-08",
+        "end": "2030-01-09",
+        "calendar_id": calendar_id,
+    }
+
+
+async def test_users_choose_which_calendars_sync(world: World) -> None:
+    account_id, primary = await world.add_account("google")
+    account = uuid.UUID(account_id)
+    control: Any = world.google.control
+    email = email_of(control, "google")
+    soon = datetime.now(UTC) + timedelta(days=2)
+    holidays = control.add_calendar(email, "Holidays", access_role="reader")["id"]
+    team = control.add_calendar(email, "Team")["id"]
+    create("google", control, holidays, "a holiday", soon)
+    create("google", control, team, "team sync", soon)
+    await world.start(account_id)
+    await world.wait_synced(account_id, team)
+
+    async def titles(calendar_id: str) -> set[str | None]:
+        return {t for c, _, t in await world.events(account_id) if c == calendar_id}
+
+    # By default the primary and the calendars the user owns or can write to sync; a calendar
+    # the user only reads is listed, not synced.
+    listed = await get_calendar_state(world.pool, account, holidays)
+    assert listed is not None and not listed.is_selected and listed.delta_token is None
+    assert await titles(holidays) == set() and await titles(team) == {"team sync"}
+
+    # Selected: it syncs in full.
+    await choose_selection(world.pool, account, holidays, True)
+    world.supervisor.post_nowait(account_id, SyncNow())
+
+    async def holidays_synced() -> bool:
+        return await titles(holidays) == {"a holiday"}
+
+    await wait_for(holidays_synced, "the selected calendar synced")
+
+    # Deselected: its events go (a deleted change each), its pending writes are given up, and
+    # new ones are refused; its state goes, so selecting it again syncs it in full.
+    pending = await enqueue(world.pool, account_id, "UPSERT_EVENT", _write_to(team, "t-1"))
+    await choose_selection(world.pool, account, team, False)
+    world.supervisor.post_nowait(account_id, SyncNow())
+
+    async def team_gone() -> bool:
+        return await titles(team) == set()
+
+    await wait_for(team_gone, "the deselected calendar's events removed")
+    deleted = await world.pool.fetchval(
+        "SELECT count(*) FROM changes WHERE calendar_id = $1 AND kind = 'deleted'", team
+    )
+    assert deleted == 1
+    item = await get_item(world.pool, pending)
+    assert item is not None and item.state.value == "dead_letter"
+    assert item.last_error == "calendar deselected"
+    with pytest.raises(OutboxRequestError, match="deselected"):
+        await enqueue(world.pool, account_id, "UPSERT_EVENT", _write_to(team, "t-2"))
+    state = await get_calendar_state(world.pool, account, team)
+    assert state is not None and state.delta_token is None and state.window_start is None
+
+    await choose_selection(world.pool, account, team, None)  # back to the default: owned
+    world.supervisor.post_nowait(account_id, SyncNow())
+
+    async def team_back() -> bool:
+        return await titles(team) == {"team sync"}
+
+    await wait_for(team_back, "the reselected calendar synced in full")
+    assert await titles(primary) == {f"single {i}" for i in range(3)} | {"weekly"}

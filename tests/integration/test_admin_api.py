@@ -22,7 +22,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from actors.account.messages import Resync, message_of
+from actors.account.messages import Resync, SyncNow, message_of
 from admin.accounts import PREFERENCES_KIND, SYNC_NOW_KIND
 from admin.auth import hash_token
 from cluster.inbox import Inbox, InboxEntry
@@ -207,6 +207,33 @@ async def test_sync_now_refuses_an_inactive_account(api: Api, redis: Redis) -> N
     status, body = await api.call("POST", f"/accounts/{account['id']}/sync")
     assert status == 409 and body["error"]["code"] == "not_active"
     assert await redis.exists(notifications_key(account["shard"])) == 0
+
+
+async def test_calendars_are_listed_and_chosen(api: Api, redis: Redis, pool: PgPool) -> None:
+    account = await _connect(api, "cals@example.com")
+    account_id = UUID(account["id"])
+    listed = [
+        CalendarInfo("cal-me", "Me", primary=True, access_role="owner"),
+        CalendarInfo("cal-hol", "Holidays", primary=False, access_role="reader"),
+    ]
+    await reconcile_calendars(pool, account_id, listed)
+    status, body = await api.call("GET", f"/accounts/{account_id}/calendars")
+    assert status == 200
+    shown = {c["id"]: (c["selected"], c["choice"], c["default"]) for c in body["items"]}
+    assert shown == {"cal-hol": (False, None, False), "cal-me": (True, None, True)}
+
+    status, chosen = await api.call(
+        "PUT", f"/accounts/{account_id}/calendars/cal-hol", json={"selected": True}
+    )
+    assert status == 200 and (chosen["selected"], chosen["choice"]) == (True, True)
+    (entry,) = await _read_inbox(redis, account["shard"])
+    assert message_of(entry) == SyncNow()  # the owning actor acts on it
+    status, _ = await api.call(
+        "PUT", f"/accounts/{account_id}/calendars/nope", json={"selected": True}
+    )
+    assert status == 404
+    status, _ = await api.call("PUT", f"/accounts/{account_id}/calendars/cal-me", json={"x": 1})
+    assert status == 422
 
 
 async def test_items_set_aside_are_listed_and_retried_by_a_full_round(

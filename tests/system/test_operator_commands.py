@@ -320,6 +320,24 @@ async def test_items_set_aside_are_shown_and_retried_by_a_full_round(
     assert [(f[b"calendar_id"], f[b"kind"]) for f in mine] == [(b"a", b"resync")]
 
 
+async def test_calendars_are_listed_and_deselected(
+    pool: PgPool, env: dict[str, str], token_file: Path
+) -> None:
+    account_id = await add(env, "cal@example.com", token_file)
+    await seed_sync_state(pool, account_id)
+    code, out, err = await cli(env, "accounts", "calendars", str(account_id), "--json")
+    assert code == 0, err
+    rows = {r["id"]: r for r in map(orjson.loads, out.splitlines())}
+    assert rows["a"]["selected"] and rows["a"]["choice"] is None
+    code, out, err = await cli(env, "accounts", "calendars", str(account_id), "--deselect", "a")
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["ID", "NAME", "SELECTED", "CHOICE", "ROLE", "WATCHABLE"]
+    line = next(line for line in out.splitlines() if line.startswith("a "))
+    assert line.split()[2:4] == ["no", "no"]
+    code, _, err = await cli(env, "accounts", "calendars", str(account_id), "--select", "zz")
+    assert code == 1 and "no calendar 'zz'" in err
+
+
 async def test_disable_and_remove_purge_everything(
     pool: PgPool, env: dict[str, str], token_file: Path
 ) -> None:

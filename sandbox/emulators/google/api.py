@@ -150,7 +150,7 @@ def _list_entry(cal: CalendarRecord) -> dict[str, Any]:
         "backgroundColor": "#9fe1e7",
         "foregroundColor": "#000000",
         "selected": True,
-        "accessRole": "owner",
+        "accessRole": cal.access_role,
         "defaultReminders": [{"method": "popup", "minutes": 10}],
     }
     if cal.primary:

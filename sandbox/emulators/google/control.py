@@ -102,9 +102,19 @@ class Control:
         }
 
     def add_calendar(
-        self, email: str, summary: str, time_zone: str = "UTC", calendar_id: str | None = None
+        self,
+        email: str,
+        summary: str,
+        time_zone: str = "UTC",
+        calendar_id: str | None = None,
+        *,
+        access_role: str = "owner",
     ) -> dict[str, Any]:
-        cal = self._store.add_calendar(email, summary, time_zone, calendar_id=calendar_id)
+        """A calendar on the user's list; ``access_role`` their role in it (a holiday
+        calendar: ``reader``)."""
+        cal = self._store.add_calendar(
+            email, summary, time_zone, calendar_id=calendar_id, access_role=access_role
+        )
         return {"id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone}
 
     def rename_calendar(self, calendar_id: str, summary: str) -> None:

@@ -211,7 +211,7 @@ def events_envelope(cal: CalendarRecord, page: Page) -> dict[str, Any]:
         "description": "",
         "updated": format_utc(cal.updated),
         "timeZone": cal.time_zone,
-        "accessRole": "owner",
+        "accessRole": cal.access_role,
         "defaultReminders": [{"method": "popup", "minutes": 10}],
     }
     if page.next_page_token:

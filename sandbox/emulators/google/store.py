@@ -98,6 +98,7 @@ class CalendarRecord:
     primary: bool
     updated: datetime
     seq: int = 0
+    access_role: str = "owner"  # the user's role (calendarList accessRole): owner .. reader
     sync_floor: int = 0
     floor_with_reason: bool = True
     events: dict[str, EventRecord] = field(default_factory=dict)
@@ -211,6 +212,7 @@ class Store:
         *,
         calendar_id: str | None = None,
         primary: bool = False,
+        access_role: str = "owner",
     ) -> CalendarRecord:
         if email not in self.user_calendars:
             raise KeyError(f"unknown user {email!r}")
@@ -218,6 +220,7 @@ class Store:
         if cal_id in self.calendars:
             raise ValueError(f"calendar {cal_id!r} exists")
         cal = CalendarRecord(cal_id, email, summary, time_zone, primary, self.clock.now())
+        cal.access_role = access_role
         self.calendars[cal_id] = cal
         self.user_calendars[email].append(cal_id)
         return cal
