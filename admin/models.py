@@ -173,7 +173,9 @@ class CalendarPath(_Model):
     """``/accounts/{account_id}/calendars/{calendar_id}``."""
 
     account_id: UUID
-    calendar_id: str = Field(min_length=1, max_length=1024)
+    # Provider ids are far shorter (Google's about 60 characters, Graph's about 150); this
+    # bound also keeps any id, percent-encoded, inside the server's 8 KiB request line.
+    calendar_id: str = Field(min_length=1, max_length=255)
 
 
 class CalendarOut(_Model):

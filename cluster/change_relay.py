@@ -31,6 +31,7 @@ def stream_fields(change: ChangeRow) -> dict[str, str]:
         "origin": change.origin,
         "etag": change.etag or "",
         "created_at": change.created_at.astimezone(UTC).isoformat(),
+        "reason": change.reason or "",  # why a deleted event left the store
     }
 
 

@@ -92,6 +92,7 @@ CHANGE_FIELDS = (
     "origin",
     "etag",
     "created_at",
+    "reason",
 )
 
 MEMBERS_KEY = "iw:{members}"

@@ -18,7 +18,8 @@ Contract (at-least-once, deduplicate by ``change_id``):
 
 Stream entry fields (all strings): ``change_id``, ``account_id`` (uuid), ``calendar_id``,
 ``event_id``, ``kind`` (created, updated, deleted), ``origin`` (provider, outbox), ``etag``
-("" when unknown), ``created_at`` (ISO 8601, UTC). The stream is not trimmed here.
+("" when unknown), ``created_at`` (ISO 8601, UTC), ``reason`` (on deleted: ``deleted_at_provider``,
+``left_window``, ``calendar_deselected``; "" otherwise). The stream is not trimmed here.
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ import asyncpg
 from store.db import Queryable
 
 ChangeKind = Literal["created", "updated", "deleted"]
+# Why a ``deleted`` change's event left the store.
+RemovalReason = Literal["deleted_at_provider", "left_window", "calendar_deselected"]
+# One change to record: (event id, kind, etag, removal reason).
+ChangeItem = tuple[str, ChangeKind, str | None, RemovalReason | None]
 Origin = Literal["provider", "outbox"]
 
 # First half of the relay's two-key advisory lock (store.migrate uses 0x1A7E_0001); the second
 # is hashtext(current_schema()), so deployments sharing a database do not block each other.
 RELAY_LOCK_NAMESPACE = 0x1A7E_0002
 
-CHANGE_COLUMNS = "id, account_id, calendar_id, event_id, kind, origin, etag, created_at"
+CHANGE_COLUMNS = "id, account_id, calendar_id, event_id, kind, origin, etag, created_at, reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class ChangeRow:
     origin: Origin
     etag: str | None
     created_at: datetime
+    reason: RemovalReason | None = None  # on ``deleted`` changes: why
 
 
 def change_of(row: asyncpg.Record) -> ChangeRow:
@@ -68,6 +74,7 @@ def change_of(row: asyncpg.Record) -> ChangeRow:
         origin=cast(Origin, row["origin"]),
         etag=row["etag"],
         created_at=row["created_at"],
+        reason=cast("RemovalReason | None", row["reason"]),
     )
 
 
@@ -75,19 +82,20 @@ async def record_changes(
     conn: Queryable,
     account_id: UUID,
     calendar_id: str,
-    items: Sequence[tuple[str, ChangeKind, str | None]],
+    items: Sequence[ChangeItem],
     *,
     origin: Origin,
 ) -> list[ChangeRow]:
-    """Insert ``(event_id, kind, etag)`` changes in the given order (ids ascend); the rows."""
+    """Insert ``(event_id, kind, etag, reason)`` changes in the given order (ids ascend); the
+    rows."""
     if not items:
         return []
-    event_ids, kinds, etags = (list(column) for column in zip(*items, strict=True))
+    event_ids, kinds, etags, reasons = (list(column) for column in zip(*items, strict=True))
     rows = await conn.fetch(
-        "INSERT INTO changes (account_id, calendar_id, event_id, kind, origin, etag)"
-        " SELECT $1, $2, t.event_id, t.kind, $3, t.etag"
-        " FROM unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY"
-        " AS t(event_id, kind, etag, ord) ORDER BY t.ord"
+        "INSERT INTO changes (account_id, calendar_id, event_id, kind, origin, etag, reason)"
+        " SELECT $1, $2, t.event_id, t.kind, $3, t.etag, t.reason"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY"
+        " AS t(event_id, kind, etag, reason, ord) ORDER BY t.ord"
         f" RETURNING {CHANGE_COLUMNS}",
         account_id,
         calendar_id,
@@ -95,6 +103,7 @@ async def record_changes(
         event_ids,
         kinds,
         etags,
+        reasons,
     )
     return sorted((change_of(r) for r in rows), key=lambda c: c.id)
 

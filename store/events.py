@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time, tzinfo
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,9 +40,10 @@ from providers.models import Event, EventRemoval, SetAside, SyncPage, SyncWindow
 from store.calendars import CalendarState, get_calendar_state, lock_write_target
 from store.change_feed import (
     CHANGE_COLUMNS,
-    ChangeKind,
+    ChangeItem,
     ChangeRow,
     Origin,
+    RemovalReason,
     change_of,
     record_changes,
 )
@@ -215,8 +216,8 @@ async def _upsert(
             columns=_COPY_COLUMNS,
         )
         echoes = set(probe["echoes"])
-        created: list[tuple[str, ChangeKind, str | None]] = [
-            (e.id, "created", e.etag) for e in events if e.id not in echoes
+        created: list[ChangeItem] = [
+            (e.id, "created", e.etag, None) for e in events if e.id not in echoes
         ]
         return await record_changes(conn, account_id, calendar_id, created, origin="provider")
     rows = await conn.fetch(
@@ -232,8 +233,12 @@ async def _upsert(
 
 
 async def _remove(
-    conn: Queryable, account_id: UUID, calendar_id: str, removals: Sequence[EventRemoval]
-) -> list[tuple[str, ChangeKind, str | None]]:
+    conn: Queryable,
+    account_id: UUID,
+    calendar_id: str,
+    removals: Sequence[EventRemoval],
+    reason: RemovalReason,
+) -> list[ChangeItem]:
     ids = list(dict.fromkeys(r.id for r in removals))
     rows = await conn.fetch(
         "DELETE FROM events WHERE account_id = $1 AND calendar_id = $2 AND id = ANY($3::text[])"
@@ -243,20 +248,25 @@ async def _remove(
         ids,
     )
     etags = {r["id"]: r["etag"] for r in rows}
-    return [(i, "deleted", etags[i]) for i in ids if i in etags]
+    return [(i, "deleted", etags[i], reason) for i in ids if i in etags]
 
 
-async def _sweep(
-    conn: Queryable, account_id: UUID, calendar_id: str, round_: int
-) -> list[tuple[str, ChangeKind, str | None]]:
+async def _sweep(conn: Queryable, account_id: UUID, state: CalendarState) -> list[ChangeItem]:
+    """Delete what the full round did not see: gone at the provider, or (after the window
+    moved) now outside the window."""
     rows = await conn.fetch(
         "DELETE FROM events WHERE account_id = $1 AND calendar_id = $2 AND seen_round < $3"
-        " RETURNING id, etag",
+        " RETURNING id, etag, CASE WHEN $4::timestamptz IS NOT NULL AND (CASE WHEN all_day"
+        " THEN end_date <= $4::timestamptz::date OR start_date > $5::timestamptz::date"
+        " ELSE end_at <= $4 OR start_at >= $5 END) THEN 'left_window'"
+        " ELSE 'deleted_at_provider' END AS reason",
         account_id,
-        calendar_id,
-        round_,
+        state.id,
+        state.round,
+        state.window_start,
+        state.window_end,
     )
-    return sorted((r["id"], "deleted", r["etag"]) for r in rows)
+    return sorted((r["id"], "deleted", r["etag"], cast(RemovalReason, r["reason"])) for r in rows)
 
 
 def _overlaps(event: Event, window: SyncWindow, calendar_zone: str | None) -> bool:
@@ -348,9 +358,13 @@ async def apply_sync_page(
             full_round=state.full_round,
             aliases=binding_aliases(state),
         )
-    changes: list[tuple[str, ChangeKind, str | None]] = []
-    if removals:
-        changes += await _remove(conn, account_id, calendar_id, removals)
+    changes: list[ChangeItem] = []
+    if page.removals:
+        changes += await _remove(
+            conn, account_id, calendar_id, page.removals, "deleted_at_provider"
+        )
+    if outside:  # stored events the provider now places outside the window
+        changes += await _remove(conn, account_id, calendar_id, outside, "left_window")
     if state.set_aside:  # items set aside before, stored or removed by this page
         unstored = {item.id for item in refused}
         done = [e.id for e in upserts if e.id not in unstored] + [r.id for r in removals]
@@ -368,7 +382,7 @@ async def apply_sync_page(
         )
     else:
         if state.full_round:
-            changes += await _sweep(conn, account_id, calendar_id, state.round)
+            changes += await _sweep(conn, account_id, state)
         await conn.execute(
             "UPDATE calendars SET delta_token = $3, sync_cursor = NULL, full_round = false,"
             " last_synced_at = now() WHERE account_id = $1 AND id = $2",
@@ -441,7 +455,7 @@ async def mirror_write(conn: Queryable, account_id: UUID, event: Event) -> list[
     event = replace(event, calendar_id=state.id)
     inside, outside = _split_by_window([event], state)
     if outside:
-        return await _mirror_delete(conn, account_id, state.id, event.id)
+        return await _mirror_delete(conn, account_id, state.id, event.id, "left_window")
     rows = await conn.fetch(
         _MIRROR_SQL, account_id, state.id, state.round, [event.id], *_columns(inside)
     )
@@ -455,14 +469,14 @@ async def mirror_removal(
     state = await _stored_calendar(conn, account_id, calendar_id)
     if state is None:
         return []
-    return await _mirror_delete(conn, account_id, state.id, event_id)
+    return await _mirror_delete(conn, account_id, state.id, event_id, "deleted_at_provider")
 
 
 async def _mirror_delete(
-    conn: Queryable, account_id: UUID, calendar_id: str, event_id: str
+    conn: Queryable, account_id: UUID, calendar_id: str, event_id: str, reason: RemovalReason
 ) -> list[ChangeRow]:
     removal = EventRemoval(id=event_id, calendar_id=calendar_id)
-    changes = await _remove(conn, account_id, calendar_id, [removal])
+    changes = await _remove(conn, account_id, calendar_id, [removal], reason)
     return await record_changes(conn, account_id, calendar_id, changes, origin="outbox")
 
 

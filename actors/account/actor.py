@@ -406,7 +406,7 @@ class AccountActor(Actor[object]):
                 conn,
                 self._account_id(),
                 state.id,
-                [(event_id, "deleted", None) for event_id in removed],
+                [(event_id, "deleted", None, "calendar_deselected") for event_id in removed],
                 origin="provider",
             )
             given_up = await dead_letter_calendar(

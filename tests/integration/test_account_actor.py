@@ -696,10 +696,10 @@ async def test_users_choose_which_calendars_sync(world: World) -> None:
         return await titles(team) == set()
 
     await wait_for(team_gone, "the deselected calendar's events removed")
-    deleted = await world.pool.fetchval(
-        "SELECT count(*) FROM changes WHERE calendar_id = $1 AND kind = 'deleted'", team
+    reasons = await world.pool.fetch(
+        "SELECT reason FROM changes WHERE calendar_id = $1 AND kind = 'deleted'", team
     )
-    assert deleted == 1
+    assert [r["reason"] for r in reasons] == ["calendar_deselected"]
     item = await get_item(world.pool, pending)
     assert item is not None and item.state.value == "dead_letter"
     assert item.last_error == "calendar deselected"

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from cluster.change_relay import publish_pending, run_relay, xadd_changes
 from store.change_feed import (
     RELAY_LOCK_NAMESPACE,
+    ChangeItem,
     ChangeKind,
     ChangeRow,
     fetch_pending,
@@ -26,7 +27,15 @@ ACCOUNT = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 
 async def _record(pool: PgPool, n: int, *, start: int = 0) -> list[ChangeRow]:
     kinds: tuple[ChangeKind, ...] = ("created", "updated", "deleted")
-    items = [(f"e{i}", kinds[i % 3], None if i % 2 else f'"v{i}"') for i in range(start, start + n)]
+    items: list[ChangeItem] = [
+        (
+            f"e{i}",
+            kinds[i % 3],
+            None if i % 2 else f'"v{i}"',
+            "deleted_at_provider" if kinds[i % 3] == "deleted" else None,
+        )
+        for i in range(start, start + n)
+    ]
     async with transaction(pool) as conn:
         return await record_changes(conn, ACCOUNT, "cal", items, origin="provider")
 
@@ -83,6 +92,7 @@ async def test_publishes_in_id_order_with_documented_fields(pool: PgPool, redis:
         "origin",
         "etag",
         "created_at",
+        "reason",
     }
     assert (first["account_id"], first["calendar_id"], first["event_id"]) == (
         str(ACCOUNT),
@@ -91,6 +101,7 @@ async def test_publishes_in_id_order_with_documented_fields(pool: PgPool, redis:
     )
     assert (first["kind"], first["origin"], first["etag"]) == ("created", "provider", '"v0"')
     assert entries[1]["etag"] == ""  # unknown etag
+    assert (first["reason"], entries[2]["reason"]) == ("", "deleted_at_provider")
     assert datetime.fromisoformat(first["created_at"]).utcoffset() is not None
     assert await _unpublished(pool) == 0
     assert await publish_pending(pool, redis) == 0

@@ -243,6 +243,7 @@ async def test_an_upsert_outside_the_window_is_a_removal(sync: Sync) -> None:
         page([gone, ev("e2", "kept", etag='"e2-2"'), before, new], token="d2")
     )
     assert kinds(changes) == [("e2", "updated"), ("e1", "deleted"), ("e3", "deleted")]
+    assert [c.reason for c in changes] == [None, "left_window", "left_window"]
     assert await sync.titles() == {"e2": "kept"}
 
 
@@ -250,7 +251,7 @@ async def test_removals_delete_present_and_ignore_absent(sync: Sync) -> None:
     await _full_sync(sync, [ev("e1")])
     changes = await sync.apply(page([], ["absent", "e1", "e1"], token="d2"))
     assert kinds(changes) == [("e1", "deleted")]
-    assert changes[0].etag == '"e1-1"'
+    assert changes[0].etag == '"e1-1"' and changes[0].reason == "deleted_at_provider"
     assert await sync.apply(page([], ["absent"], token="d3")) == []
     assert await sync.titles() == {}
 
@@ -265,10 +266,24 @@ async def test_second_full_round_sweeps_only_unseen_events(sync: Sync) -> None:
     assert len(await sync.titles()) == 5  # nothing wiped while the round runs
     last = await sync.apply(page([ev("e3", "changed", etag='"e3-2"')], token="d3", full=True))
     assert kinds(last) == [("e3", "updated"), ("e2", "deleted"), ("e4", "deleted")]
+    assert [c.reason for c in last[1:]] == ["deleted_at_provider", "deleted_at_provider"]
     assert await sync.titles() == {"e1": "meeting", "e3": "changed", "e5": "meeting"}
     after = await sync.updated_at()
     assert after["e1"] == stamps["e1"] and after["e5"] == stamps["e5"]
     assert await sync.pool.fetchval("SELECT array_agg(DISTINCT seen_round) FROM events") == [2]
+
+
+async def test_a_sweep_after_the_window_moved_says_the_event_left_it(sync: Sync) -> None:
+    await _full_sync(sync, [ev("e1"), ev("e2")])  # e1 and e2 lie on 2026-03-01
+    moved = SyncWindow(datetime(2026, 6, 1, tzinfo=UTC), datetime(2027, 6, 1, tzinfo=UTC))
+    async with fenced_transaction(sync.pool, SHARD, sync.epoch) as conn:
+        await start_full_round(conn, sync.account_id, "a", moved)
+    begin = moved.start + timedelta(days=1)
+    later = EventTiming(False, start_at=begin, end_at=begin + timedelta(hours=1))
+    fresh = Event("e9", "a", EventStatus.CONFIRMED, later, title="new", etag='"e9-1"')
+    changes = await sync.apply(page([fresh], token="d9", full=True))
+    removed = {c.event_id: c.reason for c in changes if c.kind == "deleted"}
+    assert removed == {"e1": "left_window", "e2": "left_window"}
 
 
 async def test_sweep_stays_within_its_calendar(sync: Sync) -> None:

@@ -330,7 +330,7 @@ async def test_account_removal_takes_its_items(pool: PgPool, account: Account) -
 async def test_change_feed_origin_is_outbox(pool: PgPool) -> None:
     async with transaction(pool) as conn:
         rows = await record_changes(
-            conn, UUID(int=3), "cal", [("e1", "created", None)], origin="outbox"
+            conn, UUID(int=3), "cal", [("e1", "created", None, None)], origin="outbox"
         )
     assert rows[0].origin == "outbox"
     with pytest.raises(asyncpg.CheckViolationError):

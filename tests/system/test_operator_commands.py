@@ -285,7 +285,9 @@ async def test_show_gives_metadata_calendars_and_channels_never_secrets(
             "expires_at": "2026-03-02T09:30:00Z",
         }
     ]
-    assert "d-1" not in out and "c-1" not in out and hash_token("channel-secret").hex() not in out
+    assert (
+        '"d-1"' not in out and '"c-1"' not in out and hash_token("channel-secret").hex() not in out
+    )
 
     code, out, err = await cli(env, "accounts", "show", str(account_id))
     assert code == 0, err
