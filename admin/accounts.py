@@ -12,7 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import datetime
 from typing import cast
 from uuid import UUID
 
@@ -38,8 +38,7 @@ from admin.models import (
     SetAsideList,
     SyncAccepted,
 )
-from cluster.keys import notifications_key
-from cluster.streams import StreamEntry, append
+from cluster.streams import StreamEntry, append, request_entry
 from config.redact import register_secret
 from operations.accounts import (
     DISABLED_BY_OPERATOR,
@@ -81,20 +80,9 @@ def account_out(account: Account) -> AccountOut:
     )
 
 
-def account_entry(account: Account, kind: str, requested_at_iso: str) -> StreamEntry:
+def account_entry(account: Account, kind: str, requested_at: datetime) -> StreamEntry:
     """The stream entry asking the account's actor for ``kind`` (no calendar, no channel)."""
-    return StreamEntry(
-        key=notifications_key(account.shard),
-        fields={
-            "provider": account.provider,
-            "account_id": str(account.id),
-            "calendar_id": "",
-            "channel_id": "",
-            "kind": kind,
-            "message_number": "",
-            "received_at": requested_at_iso,
-        },
-    )
+    return request_entry(account.shard, account.provider, account.id, kind, requested_at)
 
 
 async def _existing(conn: Queryable, account_id: UUID) -> Account:
@@ -241,8 +229,7 @@ async def sync_account(deps: Deps, call: Call) -> SyncAccepted:
 
 
 async def _announce(deps: Deps, account: Account, kind: str) -> list[str]:
-    requested_at = deps.clock().astimezone(UTC).isoformat()
-    return await append(deps.redis, [account_entry(account, kind, requested_at)])
+    return await append(deps.redis, [account_entry(account, kind, deps.clock())])
 
 
 def _preferences_out(account_id: UUID, prefs: Preferences, *, stored: bool) -> PreferencesOut:

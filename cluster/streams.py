@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -60,6 +61,33 @@ def entry_for(
             "kind": notification.kind.value,
             "message_number": "" if number is None else str(number),
             "received_at": received_at.astimezone(UTC).isoformat(),
+        },
+    )
+
+
+def request_entry(
+    shard: int,
+    provider: str,
+    account_id: UUID | str,
+    kind: str,
+    requested_at: datetime,
+    *,
+    calendar_id: str = "",
+) -> StreamEntry:
+    """An entry asking an account's actor for ``kind`` (an operator's, the API's, the audit's
+    repair): no channel, no message number."""
+    if requested_at.utcoffset() is None:
+        raise ValueError("requested_at must be timezone-aware")
+    return StreamEntry(
+        key=notifications_key(shard),
+        fields={
+            "provider": provider,
+            "account_id": str(account_id),
+            "calendar_id": calendar_id,
+            "channel_id": "",
+            "kind": kind,
+            "message_number": "",
+            "received_at": requested_at.astimezone(UTC).isoformat(),
         },
     )
 

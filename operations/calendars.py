@@ -18,8 +18,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from actors.account.messages import SyncNow
-from cluster.keys import notifications_key
-from cluster.streams import StreamEntry, append
+from cluster.streams import append, request_entry
 from operations.accounts import OperatorError, iso_time, require_account
 from store.calendars import (
     CalendarState,
@@ -67,17 +66,6 @@ async def choose_calendar(
     state = await choose_selection(pool, account_id, calendar_id, selected)
     if state is None or state.removed_at is not None:
         raise OperatorError(f"account {account_id} has no calendar {calendar_id!r}")
-    entry = StreamEntry(
-        key=notifications_key(account.shard),
-        fields={
-            "provider": account.provider,
-            "account_id": str(account.id),
-            "calendar_id": "",
-            "channel_id": "",
-            "kind": SyncNow.stream_kind,
-            "message_number": "",
-            "received_at": now.isoformat(),
-        },
-    )
+    entry = request_entry(account.shard, account.provider, account.id, SyncNow.stream_kind, now)
     await append(redis, [entry])
     return calendar_json(state)

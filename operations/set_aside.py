@@ -12,11 +12,11 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
-from cluster.keys import notifications_key
-from cluster.streams import StreamEntry, append
+from cluster.streams import append, request_entry
 from operations.accounts import OperatorError, require_account
 from providers.models import NotificationKind
 from store.db import PgPool
+from store.set_aside import calendars_with_items_aside
 
 
 async def retry_set_aside(
@@ -26,25 +26,15 @@ async def retry_set_aside(
     account = await require_account(pool, account_id)
     if account.status != "active":
         raise OperatorError(f"the account is {account.status}, not active")
-    calendars = [
-        str(r["id"])
-        for r in await pool.fetch(
-            "SELECT id FROM calendars WHERE account_id = $1 AND set_aside > 0 ORDER BY id",
-            account_id,
-        )
-    ]
+    calendars = await calendars_with_items_aside(pool, account_id)
     entries = [
-        StreamEntry(
-            key=notifications_key(account.shard),
-            fields={
-                "provider": account.provider,
-                "account_id": str(account.id),
-                "calendar_id": calendar_id,
-                "channel_id": "",
-                "kind": NotificationKind.RESYNC.value,
-                "message_number": "",
-                "received_at": now.isoformat(),
-            },
+        request_entry(
+            account.shard,
+            account.provider,
+            account.id,
+            NotificationKind.RESYNC.value,
+            now,
+            calendar_id=calendar_id,
         )
         for calendar_id in calendars
     ]

@@ -116,3 +116,12 @@ async def raw_item(
         item_id,
     )
     return None if raw is None else dict(orjson.loads(raw))
+
+
+async def calendars_with_items_aside(conn: Queryable, account_id: UUID) -> list[str]:
+    """The account's calendars holding items set aside, by id."""
+    rows = await conn.fetch(
+        "SELECT id FROM calendars WHERE account_id = $1 AND set_aside > 0 ORDER BY id",
+        account_id,
+    )
+    return [str(r["id"]) for r in rows]

@@ -23,11 +23,10 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
-from cluster.keys import notifications_key
-from cluster.streams import StreamEntry
+from cluster.streams import StreamEntry, request_entry
 from kinds import default_registry
 from providers.capabilities import Capabilities
 from providers.models import NotificationKind
@@ -187,19 +186,14 @@ def repair_entries(findings: Iterable[Finding], now: datetime) -> list[StreamEnt
         key = (finding.account_id, finding.calendar_id)
         if key not in wanted or kind == _REMOVED:
             wanted[key] = (finding, kind)
-    received_at = now.astimezone(UTC).isoformat()
     return [
-        StreamEntry(
-            key=notifications_key(finding.shard),
-            fields={
-                "provider": finding.provider,
-                "account_id": str(finding.account_id),
-                "calendar_id": calendar_id,
-                "channel_id": "",
-                "kind": kind,
-                "message_number": "",
-                "received_at": received_at,
-            },
+        request_entry(
+            finding.shard,
+            finding.provider,
+            finding.account_id,
+            kind,
+            now,
+            calendar_id=calendar_id,
         )
         for (_, calendar_id), (finding, kind) in sorted(
             wanted.items(), key=lambda item: (str(item[0][0]), item[0][1])

@@ -161,7 +161,7 @@ def test_document_never_names_a_secret_in_an_answer() -> None:
 
 def test_sync_now_entry_is_a_stream_entry_the_inbox_parses() -> None:
     account = Account(uuid4(), "microsoft", "x@example.com", 3, "active", None, WHEN, WHEN)
-    entry = account_entry(account, SYNC_NOW_KIND, WHEN.isoformat())
+    entry = account_entry(account, SYNC_NOW_KIND, WHEN)
     assert entry.key == "iw:{shard:3}:notifications" and tuple(entry.fields) == NOTIFICATION_FIELDS
     parsed = parse_entry(3, "1-0", dict(entry.fields.items()))
     assert parsed.account_id == str(account.id) and parsed.kind == SYNC_NOW_KIND
